@@ -78,11 +78,13 @@ from counters.snapshot import AssociationSnapshot, ChannelSnapshot, RemoteKind, 
 
 __all__ = [
     "AgentInfo",
+    "Clock",
     "Kind",
     "Missing",
     "Oid",
     "Value",
     "View",
+    "clock_value",
     "counter32",
     "display_string",
     "gauge32",
@@ -170,6 +172,23 @@ def time_stamp(event: float | None, started_at: float, now: float) -> int:
         return 0
     ticks = (min(event, now) - started_at) * 100
     return int(ticks) % TIMETICKS_MODULUS if ticks > 0 else 0
+
+
+class Clock(Enum):
+    """How a cell's value follows the clock (see `View.clocked`)."""
+
+    SINCE = "TimeInterval since the reference time"
+    UNTIL = "TimeInterval until the reference time"
+    UPTIME = "TimeTicks since the reference time (sysUpTime)"
+
+
+def clock_value(clock: Clock, reference: float, now: float) -> int:
+    """The value at `now` of a cell that follows the clock from `reference`."""
+    if clock is Clock.SINCE:
+        return time_interval(now - reference)
+    if clock is Clock.UNTIL:
+        return time_interval(reference - now)
+    return time_stamp(now, reference, now)
 
 
 _PRINTABLE = bytes(b if 0x20 <= b <= 0x7E else ord("?") for b in range(256))
@@ -280,6 +299,10 @@ MTA_GROUP_SOURCES: Mapping[str, tuple[str, _Rule]] = {
 
 # --- the view ----------------------------------------------------------------------------------
 
+_CLOCKS = {_Rule.SINCE: Clock.SINCE, _Rule.UNTIL: Clock.UNTIL}
+#: The system scalars come first in every view, so sysUpTime.0's position is fixed.
+_SYS_UPTIME_POSITION = [c.name for c in SYSTEM_SCALARS].index("sysUpTime")
+
 #: Object types this view serves, for telling noSuchInstance from noSuchObject.
 _OBJECT_TYPES = frozenset(c.oid for c in ALL_COLUMNS)
 _OBJECT_TYPE_LENGTHS = tuple(sorted({len(oid) for oid in _OBJECT_TYPES}))
@@ -300,14 +323,21 @@ class View:
     is made only when a request asks for one.
     """
 
-    __slots__ = ("_items", "_kinds", "_oids", "_raw")
+    __slots__ = ("_items", "_kinds", "_oids", "_raw", "clocked")
 
-    def __init__(self, oids: list[Oid], kinds: list[Kind], raw: list[Raw]) -> None:
+    def __init__(self, oids: list[Oid], kinds: list[Kind], raw: list[Raw],
+                 clocked: Sequence[tuple[int, Clock, float]] = ()) -> None:
         """Internal: the parallel lists, already sorted and unique. Use `View.build`."""
         self._oids = oids
         self._kinds = kinds
         self._raw = raw
         self._items = _Items(oids, kinds, raw)
+        #: The cells whose value depends on the moment they are read — sysUpTime and the
+        #: TimeInterval columns with something to measure — as (position, clock, reference
+        #: time): `clock_value(clock, reference, now)` is the value at `now`. The view itself
+        #: serves them at `taken_at`; a server that keeps one view for many requests uses this
+        #: to serve them at the request's own moment.
+        self.clocked = tuple(clocked)
 
     @classmethod
     def build(cls, snapshot: Snapshot, agent: AgentInfo) -> View:
@@ -321,6 +351,8 @@ class View:
 
         rules = _rules(now)
         out = _Builder()
+        clocked: list[tuple[int, Clock, float]] = [
+            (_SYS_UPTIME_POSITION, Clock.UPTIME, started)]
 
         # The tables are laid out in OID order (system < application < mta), each column after
         # the one before and rows in index order, so the lists come out sorted as built.
@@ -386,8 +418,12 @@ class View:
         side_rows = {side: [(appl, c.index) for c in rows] for side, rows in sides.items()}
         for column in MTA_GROUP_COLUMNS:
             attribute, rule = MTA_GROUP_SOURCES[column.name]
-            values = list(map(rules[rule], map(attrgetter(attribute), sides[column.side])))
-            out.column(column, side_rows[column.side], values)
+            sources = list(map(attrgetter(attribute), sides[column.side]))
+            clock = _CLOCKS.get(rule)
+            if clock is not None:
+                first = len(out.oids)
+                clocked += [(first + k, clock, t) for k, t in enumerate(sources) if t is not None]
+            out.column(column, side_rows[column.side], list(map(rules[rule], sources)))
 
         by_group = sorted(associations, key=attrgetter("channel_index", "index"))
         (group_association_index,) = MTA_GROUP_ASSOCIATION_COLUMNS
@@ -395,7 +431,7 @@ class View:
                    [(appl, a.channel_index, a.index) for a in by_group],
                    [a.index for a in by_group])
 
-        return cls(out.oids, out.kinds, out.raw)
+        return cls(out.oids, out.kinds, out.raw, clocked)
 
     def get(self, oid: Oid) -> Value | Missing:
         """The value of instance `oid`, or why there is none."""

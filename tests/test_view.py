@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.oids import ALL_COLUMNS, MTA_GROUP_COLUMNS, Side
-from agent.view import AgentInfo, Kind, Missing, Value, View
+from agent.view import AgentInfo, Kind, Missing, Value, View, clock_value
 from counters.snapshot import (
     SMTP_PROTOCOL,
     AssociationSnapshot,
@@ -760,3 +760,28 @@ def test_get_bulk_stops_after_a_round_all_at_end() -> None:
 def test_build_refuses(snap: Snapshot) -> None:
     with pytest.raises(ValueError):
         View.build(snap, AGENT)
+
+
+
+# --- cells that follow the clock ----------------------------------------------------------
+
+
+def test_clocked_cells_give_the_built_value_at_the_snapshot_instant() -> None:
+    """Every clocked cell, evaluated at taken_at, is exactly the value the view holds, and
+    only clocked cells differ between a view and the same snapshot an hour later."""
+    busy = channel(1, Direction.BOTH, oldest_stored_at=NOW - 120.0, stored_messages=1,
+                   last_inbound_activity=NOW - 5.0, next_retry_at=NOW + 7200.0)
+    idle = channel(2, Direction.IN)
+    view = build(busy, idle)
+    later = build(busy, idle, taken_at=NOW + 3600.5)
+    positions = {position for position, _, _ in view.clocked}
+    # sysUpTime, and busy's columns 12, 17 and 23; busy never had outbound activity (18).
+    assert len(positions) == len(view.clocked) == 4
+    for position, clock, reference in view.clocked:
+        oid, value = view.items[position]
+        assert clock_value(clock, reference, NOW) == value.value, oid
+        assert clock_value(clock, reference, NOW + 3600.5) == later.items[position][1].value
+    assert view.items[min(positions)][0] == (*SYSTEM, 3, 0)
+    changed = {i for i, (a, b) in enumerate(zip(view.items, later.items, strict=True))
+               if a != b}
+    assert changed == positions  # every clocked cell moved in an hour; nothing else did
