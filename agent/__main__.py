@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sys-name", default=None, metavar="S",
                         help="sysName.0 (default: this host's name)")
     parser.add_argument("--sys-location", default="", metavar="S", help="sysLocation.0")
+    parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="answer every request through pysnmp (slower; for comparison "
+                             "and debugging)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="what to log on stderr (default warning)")
@@ -114,6 +117,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         raise AgentError("--community must be 1 to 255 printable characters")
     config = AgentConfig(
         db=args.db, listen=tuple(listen), community=community, allow_remote=args.allow_remote,
+        fast_path=args.fast_path,
         sys_contact=_display_string("--sys-contact", args.sys_contact),
         sys_location=_display_string("--sys-location", args.sys_location))
     if args.sys_name is not None:

@@ -68,6 +68,17 @@ EMPTY_VIEW = "mailmib-none"
 #: Octets a Response-PDU needs around its varbind list: PDU tag and length, request-id,
 #: error-status, error-index, the varbind list's own tag and length (all at their largest).
 PDU_OVERHEAD = 32
+#: pysnmp's room for a v1/v2c scoped PDU: the largest UDP payload less its header headroom.
+V1V2C_MAX_SCOPED_PDU = 65507 - 128
+#: The community length pysnmp's headroom already allows for.
+COMMUNITY_HEADROOM = 64
+
+
+def varbind_budget(max_scoped_pdu: int, community: bytes) -> int:
+    """Octets a response's varbind list may take: the scoped PDU's room less the Response-PDU
+    header and, conservatively, a community longer than pysnmp's headroom assumes. The fast
+    path uses the same figure, so both paths cut and refuse at the same point."""
+    return max_scoped_pdu - PDU_OVERHEAD - max(0, len(community) - COMMUNITY_HEADROOM)
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -254,7 +265,20 @@ class DatagramGuard:
     def _bad_input(self) -> int:
         return int(self._parse_errs.syntax) + int(self._bad_versions.syntax)
 
+    #: The fast path (`agent.fastpath`): the response to a datagram it handles, else None.
+    fast: Callable[[bytes], bytes | None] | None = None
+
     def receive(self, transport: Any, datagram: bytes, address: tuple[Any, ...]) -> None:
+        if self.fast is not None:
+            try:
+                response = self.fast(datagram)
+            except Exception as exc:  # a fast-path bug: log it, let pysnmp answer
+                self.malformed.note(f"fast path failed on a datagram from "
+                                    f"{_format_address(address)}: {describe_exception(exc)}")
+                response = None
+            if response is not None:
+                transport.transport.sendto(response, address)
+                return
         bad, communities = self._bad_input(), int(self._bad_communities.syntax)
         try:
             transport._callback_function(transport, address, datagram)
@@ -387,11 +411,11 @@ class _ViewResponder(CommandResponderBase):  # type: ignore[misc]
     """
 
     def __init__(self, engine: Any, context: Any, view_source: ViewSource,
-                 faults: RateLimitedLog, extra_header: int) -> None:
+                 faults: RateLimitedLog, community: bytes) -> None:
         super().__init__(engine, context)
         self._view_source = view_source
         self._faults = faults
-        self._extra_header = extra_header
+        self._community = community
         self._principal: _Principal | None = None
         self._answering = False
 
@@ -402,7 +426,7 @@ class _ViewResponder(CommandResponderBase):  # type: ignore[misc]
         # The room pysnmp leaves for the scoped PDU (message size minus the security header;
         # for v1/v2c 65507 - 128) less the Response-PDU's own header and, conservatively, a
         # community longer than pysnmp's headroom assumes.
-        budget = int(maxSizeResponseScopedPDU) - PDU_OVERHEAD - self._extra_header
+        budget = varbind_budget(int(maxSizeResponseScopedPDU), self._community)
         # process_pdu runs to completion synchronously, so one attribute carries the request.
         self._principal = _Principal(snmpEngine, int(securityModel), securityName,
                                      int(securityLevel), contextName, budget)
@@ -583,9 +607,11 @@ class SnmpService:
     `ListenError` before anything is served.
     """
 
-    def __init__(self, *, community: str, view_source: ViewSource) -> None:
+    def __init__(self, *, community: str, view_source: ViewSource,
+                 fast: Callable[[bytes], bytes | None] | None = None) -> None:
         self._community = community
         self._view_source = view_source
+        self._fast = fast
         self._engine: Any = None
         self._guard: DatagramGuard | None = None
         self._responders: list[Any] = []
@@ -604,13 +630,14 @@ class SnmpService:
         try:
             self._engine = engine = SnmpEngine()
             self._guard = DatagramGuard(engine)
+            self._guard.fast = self._fast
             _accept_negative_bulk_counts(engine)
             self._configure_access(engine)
             context = SnmpContext(engine)
-            extra_header = max(0, len(self._community.encode()) - 64)
             for cls in (GetResponder, NextResponder, BulkResponder):
                 self._responders.append(
-                    cls(engine, context, self._view_source, self.faults, extra_header))
+                    cls(engine, context, self._view_source, self.faults,
+                        self._community.encode()))
             self._responders.append(RefusingSetResponder(engine, context))
             bound = []
             for number, sock in enumerate(sockets, start=1):

@@ -433,6 +433,19 @@ class View:
 
         return cls(out.oids, out.kinds, out.raw, clocked)
 
+    def at(self, now: float) -> View:
+        """This view as read at `now`: the clocked cells re-evaluated, everything else shared."""
+        if not self.clocked:
+            return self
+        raw = list(self._raw)
+        for position, clock, reference in self.clocked:
+            raw[position] = clock_value(clock, reference, now)
+        return View(self._oids, self._kinds, raw, self.clocked)
+
+    def missing(self, oid: Oid) -> Missing:
+        """Why `oid`, which is not an instance of this view, has no value."""
+        return _missing(oid)
+
     def get(self, oid: Oid) -> Value | Missing:
         """The value of instance `oid`, or why there is none."""
         i = bisect_left(self._oids, oid)

@@ -837,6 +837,14 @@ class Store:
 
     # --- reading and resetting -----------------------------------------------------------
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits to the database (SQLite's
+        `PRAGMA data_version`): a reader polls it to know when a new snapshot is worth taking."""
+        try:
+            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._database_error(exc) from None
+
     def snapshot(self, *, at: float | None = None) -> Snapshot:
         """Every value at one instant, from one read transaction.
 

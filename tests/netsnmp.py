@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from agent.view import Kind, Oid
 
+T = TypeVar("T")
 MIBS = Path(__file__).resolve().parents[1] / "mibs"
 NUMERIC = ("-On", "-Ox", "-Oe")
 
@@ -34,6 +38,19 @@ _LINE = re.compile(r"^(\.[\d.]+) = (?:(?P<type>[\w-]+): )?(?P<value>.*)$")
 class Served:
     kind: Kind
     value: int | bytes | Oid
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 5.0, step: float = 0.05) -> T:
+    """Poll `condition` until it returns something true, and return that; fail after
+    `timeout` s. The agent shows a database change after its next refresh (a fraction of a
+    second), so tests that change the database and then poll use this; it bounds, not times."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result or time.monotonic() > deadline:
+            assert result, f"condition still false after {timeout} s"
+            return result
+        time.sleep(step)
 
 
 def oid_text(oid: Oid) -> str:

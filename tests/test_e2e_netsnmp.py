@@ -23,7 +23,17 @@ from agent.oids import MTA, parse_oid
 from agent.view import AgentInfo, Kind, Oid, View
 from counters import Store
 from counters.snapshot import Snapshot
-from tests.netsnmp import MIBS, NUMERIC, Served, oid_text, parse_varbinds, run, target, walk
+from tests.netsnmp import (
+    MIBS,
+    NUMERIC,
+    Served,
+    oid_text,
+    parse_varbinds,
+    run,
+    target,
+    wait_until,
+    walk,
+)
 
 pytestmark = pytest.mark.netsnmp
 
@@ -236,9 +246,15 @@ def test_counter_change_is_seen_by_the_next_poll(live: Any) -> None:
     assert before is not None
     oid = (*GROUP_ENTRY, 2, 1, before.index)
     counters(live.db, "receive", "relay", "r-new", "--octets", "1", "--recipients", "1")
-    proc = run("snmpget", "-v2c", "-c", "public", *NUMERIC, target(live.port), oid_text(oid))
-    [(_, value)] = parse_varbinds(proc.stdout)
-    assert value == Served(Kind.COUNTER32, before.received_messages + 1)
+    expected = Served(Kind.COUNTER32, before.received_messages + 1)
+
+    def poll() -> bool:
+        proc = run("snmpget", "-v2c", "-c", "public", *NUMERIC, target(live.port),
+                   oid_text(oid))
+        [(_, value)] = parse_varbinds(proc.stdout)
+        return value == expected
+
+    wait_until(poll)  # the agent picks a change up at its next refresh
 
 
 def test_assoc_table_lists_the_live_associations(live: Any) -> None:
