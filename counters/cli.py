@@ -20,6 +20,7 @@ import click
 
 from counters.errors import CountersError, UnknownChannel
 from counters.format import RENDERERS, select
+from counters.ingest import ingest as ingest_lines
 from counters.snapshot import SMTP_PROTOCOL, Direction, RemoteKind
 from counters.store import DEFAULT_DB_PATH, Store
 
@@ -631,6 +632,33 @@ def mta_set(app: App, name: str | None, version: str | None) -> None:
         raise click.UsageError("give --name, --version or both")
     with app.store(create=True) as store:
         store.set_mta(name=name, version=version)
+
+
+@cli.command()
+@click.option("--batch", "batch_size", type=click.IntRange(1, 100_000), default=1000,
+              show_default=True, help="Events per transaction.")
+@click.pass_obj
+def ingest(app: App, batch_size: int) -> None:
+    """Record events read as JSON lines from standard input: the bulk path.
+
+    Each line names a store event and its arguments (the Python API's names). Events are
+    committed BATCH at a time; each stays atomic on its own: a line that fails is reported
+    with its number and changes nothing, and the others are recorded. Exit status 1 if any
+    line failed.
+
+    \b
+    Example:
+        printf '%s\\n' \\
+          '{"event":"ensure_channel","name":"smtpd","direction":"in"}' \\
+          '{"event":"receive","channel":"smtpd","message_id":"m1","octets":900,"recipients":1}' \\
+          | counters ingest
+    """
+    with app.store(create=True) as store:
+        report = ingest_lines(store, click.get_text_stream("stdin"), batch_size=batch_size)
+    for number, message in report.failed:
+        click.echo(f"counters: error: line {number}: {message}", err=True)
+    if report.failed:
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -657,3 +657,58 @@ def test_process_usage_error(seeded: Path) -> None:
     assert "Usage: counters clear" in done.stderr
     assert "Traceback" not in done.stderr
     assert state(seeded) == before
+
+
+# --- the bulk path ------------------------------------------------------------------------
+
+
+def test_ingest_records_good_lines_and_reports_bad_ones_by_number(tmp_path: Path) -> None:
+    db = tmp_path / "ingest.db"
+    lines = [
+        '{"event": "ensure_channel", "name": "smtpd", "direction": "in"}',
+        '{"event": "receive", "channel": "smtpd", "message_id": "m1", "octets": 900,'
+        ' "recipients": 2}',
+        "",
+        "not json",
+        '{"event": "receive", "channel": "nope", "message_id": "m2", "octets": 1,'
+        ' "recipients": 1}',
+        '{"event": "receive", "channel": "smtpd", "message_id": "m3", "octets": -1,'
+        ' "recipients": 1}',
+        '{"event": "drop_table", "channel": "smtpd"}',
+        '{"event": "receive", "channel": "smtpd", "message_id": "m4", "octets": 100,'
+        ' "recipients": 1, "bogus": 1}',
+        '{"event": "receive", "channel": "smtpd", "message_id": "m5", "octets": 100,'
+        ' "recipients": 3}',
+    ]
+    proc = subprocess.run([sys.executable, "-m", "counters", "--db", str(db), "ingest",
+                           "--batch", "2"], input="\n".join(lines) + "\n", text=True,
+                          capture_output=True, check=False)
+    assert proc.returncode == 1
+    errors = proc.stderr.splitlines()
+    assert [e.split(":")[2].strip() for e in errors] == ["line 4", "line 5", "line 6",
+                                                          "line 7", "line 8"]
+    assert all(e.startswith("counters: error: line ") for e in errors)
+    assert "Traceback" not in proc.stderr
+    with Store(db) as store:
+        smtpd = store.snapshot().channel("smtpd")
+    assert smtpd is not None
+    assert (smtpd.received_messages, smtpd.received_octets, smtpd.received_recipients) == (
+        2, 900 + 100, 2 + 3)
+
+
+def test_ingest_of_many_events_counts_exactly(tmp_path: Path) -> None:
+    db = tmp_path / "ingest.db"
+    n = 2500
+    events = ['{"event": "ensure_channel", "name": "both"}']
+    for i in range(n):
+        events.append(f'{{"event": "receive", "channel": "both", "message_id": "m{i}",'
+                      f' "octets": {i}, "recipients": 1}}')
+        events.append(f'{{"event": "transmit", "channel": "both", "message_id": "m{i}"}}')
+    proc = subprocess.run([sys.executable, "-m", "counters", "--db", str(db), "ingest"],
+                          input="\n".join(events), text=True, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with Store(db) as store:
+        both = store.snapshot().channel("both")
+    assert both is not None
+    assert (both.received_messages, both.transmitted_messages, both.stored_messages) == (n, n, 0)
+    assert both.transmitted_octets == sum(range(n))
