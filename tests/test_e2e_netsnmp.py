@@ -42,6 +42,9 @@ APPL_TABLE = (1, 3, 6, 1, 2, 1, 27, 1)
 MTA_TABLE = (*MTA, 1)
 GROUP_ENTRY = (*MTA, 2, 1)
 SYS_UPTIME = (*SYSTEM, 3, 0)
+APPL_UPTIME = (*APPL_TABLE, 1, 5, 1)
+APPL_LAST_CHANGE = (*APPL_TABLE, 1, 7, 1)
+MTA_RECEIVED = (*MTA_TABLE, 1, 1, 1)
 TIME_INTERVAL_COLUMNS = {(*GROUP_ENTRY, column) for column in (12, 17, 18, 23)}
 SYS_FIELDS = {"--sys-contact": "postmaster@example.org", "--sys-name": "mx1.example.org",
               "--sys-location": "rack 4"}
@@ -271,3 +274,29 @@ def test_assoc_table_lists_the_live_associations(live: Any) -> None:
         (a.channel_index, a.index) for a in snapshot.associations}
     assert all(value == Served(Kind.INTEGER, oid[-1]) for oid, value in members.items())
 
+
+
+def test_a_clear_moves_appl_uptime_so_pollers_see_a_reset(tmp_path: Path,
+                                                          agent_process: Any) -> None:
+    db = tmp_path / "reset.db"
+    counters(db, "channel", "add", "relay")
+    counters(db, "receive", "relay", "m1", "--octets", "10", "--recipients", "1")
+
+    def poll(agent: Any) -> dict[Oid, Served]:
+        proc = run("snmpget", "-v2c", "-c", "public", *NUMERIC, target(agent.port),
+                   *map(oid_text, (APPL_UPTIME, APPL_LAST_CHANGE, MTA_RECEIVED, SYS_UPTIME)))
+        assert proc.returncode == 0, proc.stderr
+        return {oid: value for oid, value in parse_varbinds(proc.stdout)
+                if isinstance(value, Served)}
+
+    with agent_process(db) as agent:
+        before = poll(agent)
+        # Counting began before the agent started: RFC 1565 says 0.
+        assert before[APPL_UPTIME] == Served(Kind.TIMETICKS, 0)
+        assert before[MTA_RECEIVED] == Served(Kind.COUNTER32, 1)
+        counters(db, "clear", "--all")
+        after = wait_until(lambda: (p := poll(agent))[MTA_RECEIVED].value == 0 and p)
+    uptime = after[APPL_UPTIME]
+    assert uptime.kind is Kind.TIMETICKS
+    assert 0 < int(uptime.value) <= int(after[SYS_UPTIME].value)  # type: ignore[arg-type]
+    assert after[APPL_LAST_CHANGE] == uptime  # applLastChange moved with it
