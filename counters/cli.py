@@ -9,6 +9,7 @@ usage errors keep click's own report and status 2.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -654,11 +655,202 @@ def ingest(app: App, batch_size: int) -> None:
           | counters ingest
     """
     with app.store(create=True) as store:
-        report = ingest_lines(store, click.get_text_stream("stdin"), batch_size=batch_size)
+        report = ingest_lines(store, sys.stdin, batch_size=batch_size)
     for number, message in report.failed:
         click.echo(f"counters: error: line {number}: {message}", err=True)
     if report.failed:
         raise SystemExit(1)
+
+
+# --- following an MTA: its log, and its queue -----------------------------------------------
+
+
+def _warn(text: str) -> None:
+    click.echo(f"counters: warning: {text}", err=True)
+
+
+def _postqueue_command(postqueue: str, config_dir: Path | None) -> list[str]:
+    command = [postqueue]
+    if config_dir is not None:
+        command += ["-c", str(config_dir)]
+    return [*command, "-j"]
+
+
+def postqueue_options(command: F) -> F:
+    """The options that say how to list Postfix's queue."""
+    for option in reversed([
+        click.option("--postqueue", "postqueue", default="postqueue", show_default=True,
+                     metavar="COMMAND", help="Postfix's postqueue command."),
+        click.option("-c", "--config-dir", type=click.Path(path_type=Path), default=None,
+                     help="Postfix's configuration directory (postqueue -c), for a"
+                          " non-default instance."),
+    ]):
+        command = option(command)
+    return command
+
+
+@cli.group()
+def follow() -> None:
+    """Follow an MTA's log into the counters, as a long-lived process.
+
+    \b
+    Example:
+        counters follow postfix /var/log/mail.log
+        counters follow status
+    """
+
+
+@follow.command("postfix")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--from", "start", type=click.Choice(["start", "end"]), default="start",
+              show_default=True,
+              help="Where to begin a log this database never followed (afterwards it always"
+                   " resumes where it stopped).")
+@click.option("--batch-lines", type=click.IntRange(1, 100_000), default=1000,
+              show_default=True, help="At most this many lines per transaction.")
+@click.option("--batch-seconds", type=click.FloatRange(0.001, 60), default=0.2,
+              show_default=True, help="At most this long gathering one transaction's lines.")
+@click.option("--poll", type=click.FloatRange(0.01, 60), default=0.2, show_default=True,
+              help="Seconds between looks at a log that did not grow.")
+@click.option("--sync-every", type=click.FloatRange(min=0), default=0, show_default=True,
+              metavar="SECONDS",
+              help="When caught up, also reconcile with `postqueue -j` at most this often"
+                   " (0: never).")
+@postqueue_options
+@click.option("--once", is_flag=True, help="Apply what the log holds now, then exit.")
+@click.pass_obj
+def follow_postfix(app: App, path: Path, start: str, batch_lines: int, batch_seconds: float,
+                   poll: float, sync_every: float, postqueue: str, config_dir: Path | None,
+                   once: bool) -> None:
+    """Turn Postfix's log at PATH into counter events, following it as it grows.
+
+    PATH is syslog's mail log or Postfix's own maillog_file. Each batch of lines is applied
+    in one transaction together with the position reached, so the follower can be stopped or
+    killed at any time and resumes exactly where it stopped. Rotation (rename or
+    copytruncate) and a log that does not exist yet are followed. Lines it cannot map are
+    counted by kind (`counters follow status`), never fatal. SIGTERM or SIGINT stop it after
+    the current batch.
+
+    \b
+    Example:
+        counters follow postfix /var/log/mail.log --sync-every 300
+        counters follow postfix /var/log/postfix.log --from end
+    """
+    import signal
+    import threading
+
+    from counters.feed import SOURCE, PostfixFeed
+    from counters.follow import LogFollower
+    from counters.postfix import MAX_LINE
+
+    with app.store(create=True) as store:
+        follower = LogFollower(store, path, PostfixFeed(store), source=SOURCE,
+                               start_at_end=start == "end", max_lines=batch_lines,
+                               max_seconds=batch_seconds, poll=poll, max_line=MAX_LINE,
+                               warn=_warn)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        command = _postqueue_command(postqueue, config_dir)
+        last_sync = [0.0]
+
+        def idle() -> None:
+            if not sync_every or time.monotonic() - last_sync[0] < sync_every:
+                return
+            last_sync[0] = time.monotonic()
+            _sync_with_log(store, follower, command)
+
+        click.echo(f"counters: following {path}", err=True)
+        try:
+            follower.run(stop, once=once, on_idle=idle)
+        finally:
+            follower.close()
+
+
+def _sync_with_log(store: Store, follower: Any, command: list[str]) -> None:
+    """List the queue, catch up with the log written meanwhile, then reconcile: what the
+    log touched after the listing began is the log's to decide."""
+    from counters.sync import reconcile, run_postqueue
+
+    started = time.time()
+    try:
+        listing = run_postqueue(command)
+    except CountersError as exc:
+        _warn(f"sync: {exc}")
+        return
+    time.sleep(0.2)  # lines logged just before the listing may still be on their way
+    while follower.step():
+        pass
+    try:
+        report = reconcile(store, listing, started_at=started)
+    except CountersError as exc:
+        _warn(f"sync: {exc}")
+        return
+    if report.added or report.changed or report.removed:
+        click.echo(f"counters: sync: {report.summary()}", err=True)
+
+
+@follow.command("status")
+@click.option("--unmapped", is_flag=True, help="Only the line kinds not mapped to events.")
+@click.pass_obj
+def follow_status(app: App, unmapped: bool) -> None:
+    """Show where each follower is and the kinds of lines it saw (mapped to events or not).
+
+    \b
+    Example:
+        counters follow status --unmapped
+    """
+    with app.reader() as store:
+        kinds = store.line_kinds()
+        sources = sorted({kind.source for kind in kinds})
+        for source in sources:
+            position = store.log_position(source)
+            if position is not None:
+                click.echo(f"{source}: device {position.device} inode {position.inode}"
+                           f" offset {position.offset}")
+    rows = [("Source", "Kind", "Mapped", "Lines", "Last line")] + [
+        (k.source, k.kind, "yes" if k.mapped else "no", str(k.lines), k.sample[:70])
+        for k in kinds if not (unmapped and k.mapped)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:2], widths, strict=False)]
+        cells += [row[2].ljust(widths[2]), row[3].rjust(widths[3]), row[4]]
+        click.echo("  ".join(cells).rstrip())
+
+
+@cli.group()
+def sync() -> None:
+    """Make the stored values equal to what the MTA really holds in its queue.
+
+    \b
+    Example:
+        counters sync postfix
+    """
+
+
+@sync.command("postfix")
+@postqueue_options
+@click.pass_obj
+def sync_postfix(app: App, postqueue: str, config_dir: Path | None) -> None:
+    """Re-read Postfix's queue (`postqueue -j`) and set the stored messages, volume,
+    recipients and oldest-message ages from it. Counts nothing: received and transmitted
+    totals stay as the log made them. Prints what changed.
+
+    Run it after a restart or when the log was lost; a running `counters follow postfix
+    --sync-every N` does the same by itself whenever it has caught up.
+
+    \b
+    Example:
+        counters sync postfix
+        counters sync postfix -c /etc/postfix-out
+    """
+    from counters.sync import reconcile, run_postqueue
+
+    with app.store(create=True) as store:
+        started = time.time()
+        listing = run_postqueue(_postqueue_command(postqueue, config_dir))
+        report = reconcile(store, listing, started_at=started)
+    click.echo(report.summary())
 
 
 def main() -> None:

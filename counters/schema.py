@@ -17,6 +17,16 @@ Why the tables look as they do:
   snapshot instead, which is far cheaper than an index page per write.
 - `associations` holds the live associations only (assocTable lists active ones); `idx` is
   AUTOINCREMENT for the same never-reuse rule, and `key` is unique among a channel's live ones.
+
+Version 2 adds what log followers (`counters follow postfix`) keep, so that it is committed in
+the same transaction as the events a log produced (exactly-once across crashes):
+- `log_positions`: per source, the followed file's identity (device, inode, its first bytes)
+  and the offset of the first line not yet applied.
+- `log_lines`: per source and line kind, how many lines were seen and whether the follower
+  maps that kind to events; unmapped and unparsable kinds are counted here, never fatal.
+- `follower_state`: a follower's own keyed values (e.g. what it knows of a queue id), with the
+  wall time of their last write, which `counters sync` uses to leave alone what the follower
+  touched after a queue listing began.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Page size of new files. Every event rewrites a handful of pages (queue, channel, MTA
 #: totals), and in WAL mode each costs one frame written per commit: 1 KiB pages made an
@@ -115,8 +125,47 @@ def _to_v1(conn: sqlite3.Connection, *, now: float, database_id: str) -> None:
     )
 
 
+_V2: Sequence[str] = (
+    """
+    CREATE TABLE log_positions (
+        source      TEXT    PRIMARY KEY,
+        device      INTEGER NOT NULL,
+        inode       INTEGER NOT NULL,
+        head        BLOB    NOT NULL,   -- the file's first bytes (at most 256) when last read
+        offset      INTEGER NOT NULL CHECK (offset >= 0),
+        updated_at  REAL    NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE log_lines (
+        source      TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        mapped      INTEGER NOT NULL CHECK (mapped IN (0, 1)),
+        lines       INTEGER NOT NULL DEFAULT 0,
+        last_at     REAL    NOT NULL,
+        sample      TEXT    NOT NULL,   -- the last such line, cut and made printable
+        PRIMARY KEY (source, kind)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE follower_state (
+        source      TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        value       TEXT    NOT NULL,
+        updated_at  REAL    NOT NULL,
+        PRIMARY KEY (source, key)
+    ) WITHOUT ROWID
+    """,
+)
+
+
+def _to_v2(conn: sqlite3.Connection, *, now: float, database_id: str) -> None:
+    for statement in _V2:
+        conn.execute(statement)
+
+
 #: MIGRATIONS[n] brings a database at version n to version n + 1 (0 is an empty file).
-MIGRATIONS: Sequence[Callable[..., None]] = (_to_v1,)
+MIGRATIONS: Sequence[Callable[..., None]] = (_to_v1, _to_v2)
 
 assert len(MIGRATIONS) == SCHEMA_VERSION
 

@@ -40,6 +40,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from urllib.request import pathname2url
@@ -64,6 +65,44 @@ from counters.snapshot import (
 )
 
 DEFAULT_DB_PATH = Path("var/mailmib.db")
+
+#: How many of a followed file's first bytes identify it (LogPosition.head).
+HEAD_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One message stored in one channel (a row of the queue the stored values come from)."""
+
+    message_id: str
+    channel: str
+    enqueued_at: float
+    octets: int
+    recipients: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogPosition:
+    """Where a log follower is: the file (device, inode, and its first bytes, which tell a
+    new file that reuses an inode or a truncated one from the old) and the offset of the first
+    line not yet applied."""
+
+    device: int
+    inode: int
+    head: bytes
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineKind:
+    """How many lines of one kind a follower saw; `mapped` if it turns them into events."""
+
+    source: str
+    kind: str
+    mapped: bool
+    lines: int
+    last_at: float
+    sample: str
 
 #: Largest octets or recipients one event may carry: far beyond any message, and small enough
 #: that running sums stay exact 64-bit integers in SQLite.
@@ -709,6 +748,95 @@ class Store:
                 raise UnknownMessage(f"message {message_id!r} is not queued in channel"
                                      f" {channel!r}")
 
+    def transmit_recipients(self, channel: str, message_id: str, recipients: int, *,
+                            at: float | None = None) -> None:
+        """More recipients of a copy that `transmit()` already counted were sent (a log follower
+        sees one line per recipient, and counts the message at the first of them).
+
+        Channel and MTA transmitted recipients += recipients; transmitted messages and octets
+        do not move; last outbound activity = at. If the message is queued in the channel, the
+        recipients come off the queued ones (BadEvent if more than remain; the message leaves
+        the queue when none remain); if not, nothing is dequeued. Needs an outbound side.
+        """
+        _message_id(message_id)
+        _amount(recipients, "recipients")
+        when = _opt_time(at)
+        with self._write() as conn:
+            index, direction, _ = self._channel(conn, channel)
+            _need_side(channel, direction, inbound=False, doing="transmit messages")
+            self._take_recipients(conn, channel, index, message_id, recipients,
+                                  "transmit", missing_ok=True)
+            if when is None:
+                when = time.time()
+            conn.execute("UPDATE channels SET transmitted_recipients = transmitted_recipients"
+                         " + ?, last_outbound_activity = ? WHERE idx = ?",
+                         (recipients, when, index))
+            conn.execute("UPDATE mta SET transmitted_recipients = transmitted_recipients + ?"
+                         " WHERE id = 1", (recipients,))
+
+    def drop_recipients(self, channel: str, message_id: str, recipients: int, *,
+                        at: float | None = None) -> None:
+        """Some recipients of a queued message are done without being transmitted (bounced,
+        refused by the next hop): they come off the queued recipients, and the message leaves
+        the queue when none remain. No counter moves. UnknownMessage if not queued; BadEvent
+        if more than remain."""
+        _message_id(message_id)
+        _amount(recipients, "recipients")
+        _opt_time(at)
+        with self._write() as conn:
+            index, _, _ = self._channel(conn, channel)
+            self._take_recipients(conn, channel, index, message_id, recipients, "drop",
+                                  missing_ok=False)
+
+    def _take_recipients(self, conn: sqlite3.Connection, channel: str, index: int,
+                         message_id: str, recipients: int, doing: str, *,
+                         missing_ok: bool) -> None:
+        queued = conn.execute(_QUEUED, (index, message_id)).fetchone()
+        if queued is None:
+            if missing_ok:
+                return
+            raise UnknownMessage(f"message {message_id!r} is not queued in channel"
+                                 f" {channel!r}")
+        remaining = queued[1]
+        if recipients > remaining:
+            raise BadEvent(f"cannot {doing} {recipients} recipients of message {message_id!r}:"
+                           f" only {remaining} remain queued in channel {channel!r}")
+        if recipients == remaining:
+            conn.execute(_DEQUEUE, (index, message_id))
+        elif recipients:
+            conn.execute(_REDUCE, (recipients, index, message_id))
+
+    def set_stored(self, channel: str, message_id: str, *, octets: int, recipients: int,
+                   enqueued_at: float) -> None:
+        """Make the channel's queue entry for the message exactly this, counting nothing.
+
+        For reconciling with the MTA's own queue (`counters sync postfix`): the entry is
+        created, changed or (with recipients 0) removed; received, transmitted and the MTA
+        totals do not move, nor do activity times.
+        """
+        _message_id(message_id)
+        _amount(octets, "octets")
+        _amount(recipients, "recipients")
+        when = _time(enqueued_at, "enqueued_at")
+        with self._write() as conn:
+            index, _, _ = self._channel(conn, channel)
+            conn.execute(_DEQUEUE, (index, message_id))
+            if recipients:
+                conn.execute(_ENQUEUE, (index, message_id, when, octets, recipients))
+
+    def queue_entries(self, message_id: str | None = None) -> list[QueueEntry]:
+        """What is stored now: one entry per (message, channel), ordered by message id and
+        channel index; only the given message's entries if `message_id` is given."""
+        sql = ("SELECT q.message_id, c.name, q.enqueued_at, q.octets, q.recipients"
+               " FROM queue AS q JOIN channels AS c ON c.idx = q.channel")
+        with self._read() as conn:
+            if message_id is None:
+                rows = conn.execute(sql + " ORDER BY q.message_id, q.channel").fetchall()
+            else:
+                rows = conn.execute(sql + " WHERE q.message_id = ? ORDER BY q.channel",
+                                    (message_id,)).fetchall()
+        return [QueueEntry(*row) for row in rows]
+
     def reject(self, channel: str, *, reason: str = "", at: float | None = None) -> None:
         """The channel refused a message: rejected messages += 1; the reason is kept as the
         channel's last message rejection reason. Needs an inbound side."""
@@ -937,3 +1065,108 @@ class Store:
             conn.executemany(_ZERO_CHANNEL + " WHERE idx = ?", [(i,) for i in indexes])
             conn.execute("UPDATE mta SET restarted_at = ? WHERE id = 1", (when,))
 
+
+    # --- log followers: position, line kinds, own state ----------------------------------
+    #
+    # A follower calls these inside the `batch()` that applies a run of lines, so the events,
+    # what it learned and where it stopped are committed together or not at all.
+
+    def log_position(self, source: str) -> LogPosition | None:
+        """Where the follower named `source` stopped, or None if it never saved a position."""
+        _display(source, "source", empty=False)
+        with self._read() as conn:
+            row = conn.execute("SELECT device, inode, head, offset FROM log_positions"
+                               " WHERE source = ?", (source,)).fetchone()
+        if row is None:
+            return None
+        return LogPosition(int(row[0]), int(row[1]), bytes(row[2]), int(row[3]))
+
+    def save_log_position(self, source: str, position: LogPosition) -> None:
+        """Record that `source`'s lines before `position` are applied (call it in the batch
+        that applied them)."""
+        _display(source, "source", empty=False)
+        if not isinstance(position, LogPosition):
+            raise BadEvent(f"position must be a LogPosition, not {position!r}")
+        _amount(position.offset, "offset")
+        if len(position.head) > HEAD_BYTES:
+            raise BadEvent(f"a position's head is at most {HEAD_BYTES} bytes")
+        with self._write() as conn:
+            conn.execute("INSERT INTO log_positions"
+                         " (source, device, inode, head, offset, updated_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET"
+                         " device = excluded.device, inode = excluded.inode,"
+                         " head = excluded.head, offset = excluded.offset,"
+                         " updated_at = excluded.updated_at",
+                         (source, position.device, position.inode, position.head,
+                          position.offset, time.time()))
+
+    def count_lines(self, source: str, kind: str, *, mapped: bool, lines: int = 1,
+                    sample: str = "", at: float | None = None) -> None:
+        """`lines` more lines of `kind` were seen by `source` (`mapped`: turned into events).
+        The sample (the last such line) is kept cut at 255 characters and printable."""
+        _display(source, "source", empty=False)
+        _display(kind, "line kind", empty=False)
+        _amount(lines, "lines")
+        text = _text(sample, "sample")
+        when = _opt_time(at)
+        with self._write() as conn:
+            if when is None:
+                when = time.time()
+            conn.execute("INSERT INTO log_lines (source, kind, mapped, lines, last_at, sample)"
+                         " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, kind) DO UPDATE SET"
+                         " mapped = excluded.mapped, lines = lines + excluded.lines,"
+                         " last_at = excluded.last_at, sample = excluded.sample",
+                         (source, kind, int(bool(mapped)), lines, when, text))
+
+    def line_kinds(self, source: str | None = None) -> list[LineKind]:
+        """The line kinds followers counted (of `source` only, if given), by source and kind."""
+        sql = "SELECT source, kind, mapped, lines, last_at, sample FROM log_lines"
+        with self._read() as conn:
+            if source is None:
+                rows = conn.execute(sql + " ORDER BY source, kind").fetchall()
+            else:
+                rows = conn.execute(sql + " WHERE source = ? ORDER BY kind",
+                                    (source,)).fetchall()
+        return [LineKind(src, kind, bool(mapped), lines, last_at, sample)
+                for src, kind, mapped, lines, last_at, sample in rows]
+
+    def follower_state(self, source: str, key: str) -> str | None:
+        """A value the follower `source` saved under `key`, or None."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM follower_state WHERE source = ? AND key = ?",
+                               (source, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_follower_state(self, source: str, key: str, value: str | None) -> None:
+        """Save (or with None, forget) a follower's value; its write time is kept with it."""
+        if not isinstance(source, str) or not source or not isinstance(key, str) or not key:
+            raise BadEvent("a follower state needs a non-empty source and key")
+        if value is not None and not isinstance(value, str):
+            raise BadEvent(f"a follower state value is a string, not {value!r}")
+        with self._write() as conn:
+            if value is None:
+                conn.execute("DELETE FROM follower_state WHERE source = ? AND key = ?",
+                             (source, key))
+            else:
+                conn.execute("INSERT INTO follower_state (source, key, value, updated_at)"
+                             " VALUES (?, ?, ?, ?) ON CONFLICT (source, key) DO UPDATE SET"
+                             " value = excluded.value, updated_at = excluded.updated_at",
+                             (source, key, value, time.time()))
+
+    def follower_states(self, source: str, prefix: str = "") -> dict[str, tuple[str, float]]:
+        """Every value of follower `source` whose key starts with `prefix`:
+        {key: (value, wall time of its last write)}."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT key, value, updated_at FROM follower_state"
+                                " WHERE source = ? AND substr(key, 1, ?) = ?",
+                                (source, len(prefix), prefix)).fetchall()
+        return {key: (value, updated_at) for key, value, updated_at in rows}
+
+    def forget_follower_states(self, source: str, prefix: str, *, before: float) -> int:
+        """Forget follower `source`'s values under `prefix` last written before `before`
+        (wall time); how many were forgotten."""
+        when = _time(before, "before")
+        with self._write() as conn:
+            return conn.execute("DELETE FROM follower_state WHERE source = ?"
+                                " AND substr(key, 1, ?) = ? AND updated_at < ?",
+                                (source, len(prefix), prefix, when)).rowcount
