@@ -105,6 +105,8 @@ def read_oid(content: bytes) -> Oid:
     """An OBJECT IDENTIFIER's contents → arcs; strict (minimal arcs, ≤ 2^32-1, ≤ 128 arcs)."""
     if not content or content[-1] & 0x80:
         raise BerError("bad OID")
+    if len(content) > 5 * MAX_OID_ARCS:  # 128 arcs of <= 5 octets; bounds the work below
+        raise BerError("OID out of range")
     arcs: list[int] = []
     value = 0
     fresh = True

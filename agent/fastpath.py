@@ -1,9 +1,11 @@
 """The fast path: SNMPv1/v2c GET, GETNEXT and GETBULK answered from pre-encoded varbinds.
 
-Sans-IO, like h11: `FastPath.answer(datagram, view, now)` takes bytes and returns the response
-bytes, or None when the datagram is not one it handles — then the caller hands it to pysnmp,
-the protocol engine for everything else (SNMPv3, SET, unknown communities, malformed or unusual
-encodings, v1 GETBULK). pysnmp's own answer is the oracle: `tests/test_fastpath_oracle.py`
+Sans-IO, like h11: `FastPath.accept(datagram, source)` reads a request and decides whether the
+fast path handles it, and `FastPath.respond(accepted, view, now)` makes the response bytes.
+Anything not accepted goes to pysnmp, the protocol engine for everything else (SNMPv3, SET,
+unknown communities, a community used from a source it is not allowed from, a switched-off
+version, malformed or unusual encodings, v1 GETBULK) — pysnmp then drops and counts what must
+be dropped. pysnmp's own answer is the oracle: `tests/test_fastpath_oracle.py`
 sends thousands of random requests down both paths and requires identical responses.
 
 Why: the stock pysnmp path costs ~0.5 ms per request plus ~35 µs per varbind; a monitoring host
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from agent import ber
 from agent.oids import Kind, Oid
-from agent.view import Clock, Missing, View, clock_value
+from agent.view import Clock, LiveReader, Missing, View, clock_value
 
 GET, GETNEXT, RESPONSE, SET, GETBULK = 0xA0, 0xA1, 0xA2, 0xA3, 0xA5
 NO_ERROR, TOO_BIG, NO_SUCH_NAME = 0, 1, 2
@@ -29,6 +31,7 @@ V1, V2C = 0, 1
 
 _EXCEPTION = {Missing.NO_SUCH_OBJECT: b"\x80\x00", Missing.NO_SUCH_INSTANCE: b"\x81\x00"}
 _END_OF_MIB_VIEW = b"\x82\x00"
+_NULL = b"\x05\x00"
 
 
 def encode_value(kind: Kind, raw: int | bytes | Oid) -> bytes:
@@ -47,12 +50,13 @@ class EncodedView:
     """A `View` with every cell encoded once as a whole VarBind (SEQUENCE {name, value}).
 
     Immutable; built off the request path and swapped in whole. `cell(i, now)` is the varbind
-    at position i as it reads at `now`.
+    at position i as it reads at `now`: clocked cells are encoded at `now`, live ones (the
+    agent's own statistics) with the value `live` reads at that moment.
     """
 
-    __slots__ = ("_cells", "_clocked", "_clocked_positions", "oids", "view")
+    __slots__ = ("_cells", "_dynamic", "_dynamic_positions", "oids", "view")
 
-    def __init__(self, view: View) -> None:
+    def __init__(self, view: View, live: LiveReader | None = None) -> None:
         self.view = view
         self.oids: list[Oid] = [oid for oid, _ in view.items]
         names = [ber.object_identifier(oid) for oid in self.oids]
@@ -60,30 +64,45 @@ class EncodedView:
         self._cells: list[bytes] = [
             tlv(ber.SEQUENCE, name + encode_value(value.kind, value.value))
             for name, (_, value) in zip(names, view.items, strict=True)]
-        #: position → (encoded name, kind's tag, clock, reference time).
-        self._clocked: dict[int, tuple[bytes, int, Clock, float]] = {
-            i: (names[i], view.items[i][1].kind.value, clock, reference)
-            for i, clock, reference in view.clocked}
-        self._clocked_positions = sorted(self._clocked)
+        #: position → the function encoding that cell at a moment.
+        self._dynamic: dict[int, Callable[[float], bytes]] = {}
+        for i, clock, reference in view.clocked:
+            self._dynamic[i] = _clocked_cell(names[i], view.items[i][1].kind.value, clock,
+                                             reference)
+        if live is not None:
+            for i, object_name in view.live:
+                self._dynamic[i] = _live_cell(names[i], view.items[i][1].kind, live, object_name)
+        self._dynamic_positions = sorted(self._dynamic)
 
     def __len__(self) -> int:
         return len(self.oids)
 
     def cell(self, i: int, now: float) -> bytes:
-        clocked = self._clocked.get(i)
-        if clocked is None:
-            return self._cells[i]
-        name, tag, clock, reference = clocked
-        return ber.tlv(ber.SEQUENCE, name + ber.integer(tag, clock_value(clock, reference, now)))
+        dynamic = self._dynamic.get(i)
+        return self._cells[i] if dynamic is None else dynamic(now)
 
     def cells(self, start: int, stop: int, now: float) -> list[bytes]:
         """The varbinds at positions start..stop-1."""
         out = self._cells[start:stop]
-        first = bisect_left(self._clocked_positions, start)
-        last = bisect_left(self._clocked_positions, stop)
-        for i in self._clocked_positions[first:last]:
-            out[i - start] = self.cell(i, now)
+        first = bisect_left(self._dynamic_positions, start)
+        last = bisect_left(self._dynamic_positions, stop)
+        for i in self._dynamic_positions[first:last]:
+            out[i - start] = self._dynamic[i](now)
         return out
+
+
+def _clocked_cell(name: bytes, tag: int, clock: Clock,
+                  reference: float) -> Callable[[float], bytes]:
+    def encode(now: float) -> bytes:
+        return ber.tlv(ber.SEQUENCE, name + ber.integer(tag, clock_value(clock, reference, now)))
+    return encode
+
+
+def _live_cell(name: bytes, kind: Kind, live: LiveReader,
+               object_name: str) -> Callable[[float], bytes]:
+    def encode(now: float) -> bytes:
+        return ber.tlv(ber.SEQUENCE, name + encode_value(kind, live(object_name)))
+    return encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +118,16 @@ class Request:
     varbinds: tuple[tuple[Oid, bytes], ...]  # (name, the whole VarBind as received)
 
 
-def parse_request(datagram: bytes) -> Request:
-    """Read a v1/v2c GET/GETNEXT/GETBULK message; BerError for anything else."""
+def parse_request(datagram: bytes, versions: Iterable[int] = (V1, V2C)) -> Request:
+    """Read a v1/v2c GET/GETNEXT/GETBULK message of one of `versions`; BerError for anything
+    else."""
     end = len(datagram)
     tag, at, stop = ber.read_tlv(datagram, 0, end)
     if tag != ber.SEQUENCE or stop != end:
         raise ber.BerError("not one SEQUENCE")
     version, at = ber.read_integer(datagram, at, end)
-    if version not in (V1, V2C):
-        raise ber.BerError("not SNMPv1/v2c")
+    if version not in versions:
+        raise ber.BerError("not a version served")
     tag, start, at = ber.read_tlv(datagram, at, end)
     if tag != ber.OCTET_STRING:
         raise ber.BerError("no community")
@@ -135,10 +155,38 @@ def parse_request(datagram: bytes) -> Request:
         _, _, value_end = ber.read_tlv(datagram, value_at, next_at)
         if value_end != next_at:
             raise ber.BerError("trailing bytes in a VarBind")
+        if datagram[value_at:next_at] != _NULL:
+            # What managers send in a read request. Any other value is left to pysnmp, which
+            # decides whether it is valid SNMP at all (an answer may echo it back).
+            raise ber.BerError("a read request with a value other than NULL")
         varbinds.append((oid, datagram[at:next_at]))
         at = next_at
     return Request(version, community, pdu_type, request_id, error_status, error_index,
                    tuple(varbinds))
+
+
+@dataclass(frozen=True, slots=True)
+class FastCommunity:
+    """A community the fast path answers: from the sources `allows` accepts (given the source
+    host as a string), from `context`'s view."""
+
+    name: bytes
+    allows: Callable[[str], bool]
+    context: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A request the fast path will answer, and for which context."""
+
+    request: Request
+    context: str
+    budget: int
+
+
+#: Sources remembered per community before the memory is cleared (bounds it under a flood of
+#: spoofed source addresses).
+SOURCE_MEMORY = 4096
 
 
 class FastPath:
@@ -147,27 +195,51 @@ class FastPath:
     `budget(community)` is the room, in octets, for a response's varbind list — the same
     figure the pysnmp path uses (`agent.responder.varbind_budget`). A GETBULK answer is cut to
     fit (as Net-SNMP does); a GET/GETNEXT answer that cannot fit is tooBig with no varbinds
-    (SNMPv1: the request's varbinds echoed, as RFC 2576's mapping gives).
+    (SNMPv1: the request's varbinds echoed, as RFC 2576's mapping gives). Only the message
+    `versions` given are answered (0 SNMPv1, 1 SNMPv2c).
     """
 
-    def __init__(self, communities: Iterable[bytes], *,
-                 budget: Callable[[bytes], int]) -> None:
-        self.budgets = {community: budget(community) for community in communities}
+    def __init__(self, communities: Iterable[FastCommunity], *,
+                 budget: Callable[[bytes], int], versions: Iterable[int] = (V1, V2C)) -> None:
+        self.communities = {c.name: c for c in communities}
+        self.budgets = {name: budget(name) for name in self.communities}
+        self.versions = frozenset(versions)
+        self._allowed: dict[tuple[bytes, str], bool] = {}
 
-    def answer(self, datagram: bytes, view: EncodedView, now: float) -> bytes | None:
-        """The response to `datagram`, or None if pysnmp should handle it."""
+    def accept(self, datagram: bytes, source: str) -> Accepted | None:
+        """The request in `datagram` if the fast path answers it, else None (for pysnmp)."""
         try:
-            request = parse_request(datagram)
+            request = parse_request(datagram, self.versions)
         except ber.BerError:
             return None
-        budget = self.budgets.get(request.community)
-        if budget is None:
+        community = self.communities.get(request.community)
+        if community is None or not self._allows(community, source):
             return None
+        return Accepted(request, community.context, self.budgets[request.community])
+
+    def respond(self, accepted: Accepted, view: EncodedView, now: float) -> bytes:
+        """The response to an accepted request, from `view` as it reads at `now`."""
+        request, budget = accepted.request, accepted.budget
         if request.pdu_type == GETBULK:
             return self._bulk(request, view, now, budget)
         if request.pdu_type == GET:
             return self._get(request, view, now, budget)
         return self._next(request, view, now, budget)
+
+    def answer(self, datagram: bytes, source: str, view: EncodedView,
+               now: float) -> bytes | None:
+        """`accept` and `respond` in one, for a single view (any context)."""
+        accepted = self.accept(datagram, source)
+        return None if accepted is None else self.respond(accepted, view, now)
+
+    def _allows(self, community: FastCommunity, source: str) -> bool:
+        key = (community.name, source)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            if len(self._allowed) >= SOURCE_MEMORY:
+                self._allowed.clear()
+            allowed = self._allowed[key] = community.allows(source)
+        return allowed
 
     def _get(self, request: Request, view: EncodedView, now: float, budget: int) -> bytes:
         out = []

@@ -237,3 +237,68 @@ ALL_COLUMNS: tuple[Column, ...] = (
 )
 
 COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in ALL_COLUMNS}
+
+
+# --- the agent's own objects ---------------------------------------------------------------------
+
+SNMP_GROUP: Oid = (*MIB_2, 11)  # SNMPv2-MIB snmp group
+SNMP_ENGINE: Oid = (1, 3, 6, 1, 6, 3, 10, 2, 1)  # SNMP-FRAMEWORK-MIB snmpEngine
+SNMP_MPD_STATS: Oid = (1, 3, 6, 1, 6, 3, 11, 2, 1)  # SNMP-MPD-MIB snmpMPDStats
+SNMP_TARGET_OBJECTS: Oid = (1, 3, 6, 1, 6, 3, 12, 1)  # SNMP-TARGET-MIB snmpTargetObjects
+USM_STATS: Oid = (1, 3, 6, 1, 6, 3, 15, 1, 1)  # SNMP-USER-BASED-SM-MIB usmStats
+
+SNMP_FRAMEWORK_MIB = "SNMP-FRAMEWORK-MIB"
+SNMP_MPD_MIB = "SNMP-MPD-MIB"
+SNMP_TARGET_MIB = "SNMP-TARGET-MIB"
+SNMP_USM_MIB = "SNMP-USER-BASED-SM-MIB"
+
+
+def _scalars(base: Oid, module: str,
+             rows: tuple[tuple[int, str, Kind, str], ...]) -> tuple[Column, ...]:
+    return tuple(Column((*base, sub), name, module, kind, syntax)
+                 for sub, name, kind, syntax in rows)
+
+
+#: Scalars (instance .0) whose values live in the protocol engine, not in the counters
+#: database: the SNMP entity's own statistics and identity. They are read at the moment of
+#: each request (`View.build(…, live=AGENT_SCALARS)`), in OID order. The snmp group is RFC 3418's
+#: current snmpGroup (the RFC 1213 per-PDU counters are obsolete and not served).
+AGENT_SCALARS: tuple[Column, ...] = (
+    *_scalars(SNMP_GROUP, SNMPV2_MIB, (
+        (1, "snmpInPkts", _K.COUNTER32, "Counter32"),
+        (3, "snmpInBadVersions", _K.COUNTER32, "Counter32"),
+        (4, "snmpInBadCommunityNames", _K.COUNTER32, "Counter32"),
+        (5, "snmpInBadCommunityUses", _K.COUNTER32, "Counter32"),
+        (6, "snmpInASNParseErrs", _K.COUNTER32, "Counter32"),
+        (30, "snmpEnableAuthenTraps", _K.INTEGER, "INTEGER"),
+        (31, "snmpSilentDrops", _K.COUNTER32, "Counter32"),
+        (32, "snmpProxyDrops", _K.COUNTER32, "Counter32"),
+    )),
+    *_scalars(SNMP_ENGINE, SNMP_FRAMEWORK_MIB, (
+        (1, "snmpEngineID", _K.OCTET_STRING, "SnmpEngineID"),
+        (2, "snmpEngineBoots", _K.INTEGER, "INTEGER"),
+        (3, "snmpEngineTime", _K.INTEGER, "INTEGER"),
+        (4, "snmpEngineMaxMessageSize", _K.INTEGER, "INTEGER"),
+    )),
+    *_scalars(SNMP_MPD_STATS, SNMP_MPD_MIB, (
+        (1, "snmpUnknownSecurityModels", _K.COUNTER32, "Counter32"),
+        (2, "snmpInvalidMsgs", _K.COUNTER32, "Counter32"),
+        (3, "snmpUnknownPDUHandlers", _K.COUNTER32, "Counter32"),
+    )),
+    *_scalars(SNMP_TARGET_OBJECTS, SNMP_TARGET_MIB, (
+        (4, "snmpUnavailableContexts", _K.COUNTER32, "Counter32"),
+        (5, "snmpUnknownContexts", _K.COUNTER32, "Counter32"),
+    )),
+    *_scalars(USM_STATS, SNMP_USM_MIB, (
+        (1, "usmStatsUnsupportedSecLevels", _K.COUNTER32, "Counter32"),
+        (2, "usmStatsNotInTimeWindows", _K.COUNTER32, "Counter32"),
+        (3, "usmStatsUnknownUserNames", _K.COUNTER32, "Counter32"),
+        (4, "usmStatsUnknownEngineIDs", _K.COUNTER32, "Counter32"),
+        (5, "usmStatsWrongDigests", _K.COUNTER32, "Counter32"),
+        (6, "usmStatsDecryptionErrors", _K.COUNTER32, "Counter32"),
+    )),
+)
+
+#: The subtrees those scalars are in (what the read view grants besides the data).
+AGENT_SUBTREES: tuple[Oid, ...] = (SNMP_GROUP, SNMP_ENGINE, SNMP_MPD_STATS, SNMP_TARGET_OBJECTS,
+                                   USM_STATS)

@@ -15,16 +15,22 @@ here, once, at this boundary:
   pyasn1 raise is counted and logged as one rate-limited line, never a traceback (gotcha 6).
 - Transports are bound on sockets we bind ourselves, so a busy port fails at start-up
   (gotcha 4: `open_server_mode` only schedules the bind).
+- Access: each community is accepted only from its source networks (a pysnmp observer hook
+  turns a disallowed use into an unknown community, so pysnmp drops it and counts it in
+  snmpInBadCommunityNames, RFC 3418's "additional checks"); SNMPv3 users are pysnmp's USM with
+  a fixed engine ID and the engineBoots the daemon keeps (`agent.engine_state`); VACM gives
+  every principal the read view of the served subtrees in every context, and nothing to write.
+- The SNMP entity's own statistics (snmp group, usmStats …) are read from pysnmp's counters by
+  `EngineCounters`, which the views serve as live cells.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +43,20 @@ from pysnmp.entity.rfc3413.context import SnmpContext
 from pysnmp.proto import errind, rfc1901, rfc1902, rfc1905
 from pysnmp.proto import error as proto_error
 from pysnmp.proto.api import v2c
+from pysnmp.proto.mpmod import rfc3412 as mpmod_v3
 
-from agent.oids import APPLICATION, MTA, SYSTEM, Kind, Oid
-from agent.view import Missing, Value, View
+from agent.config import (
+    AgentConfig,
+    AuthProtocol,
+    Endpoint,
+    PrivProtocol,
+    User,
+    source_address,
+)
+from agent.oids import AGENT_SCALARS, AGENT_SUBTREES, APPLICATION, MTA, SYSTEM, Kind, Oid
+from agent.view import Missing, Raw, Value, View, counter32
+
+__all__ = ["Endpoint", "ListenError", "SnmpService"]
 
 log = logging.getLogger("mailmib.agent")
 
@@ -55,9 +72,10 @@ NO_ACCESS = 6
 AUTHORIZATION_ERROR = 16
 
 #: Subtrees the read view grants: exactly what the MIB view serves.
-SERVED_SUBTREES: tuple[Oid, ...] = (SYSTEM, APPLICATION, MTA)
+SERVED_SUBTREES: tuple[Oid, ...] = (SYSTEM, APPLICATION, MTA, *AGENT_SUBTREES)
 
-#: One community maps to this security name; its group reads the served subtrees only.
+#: The first community maps to this security name (community index), the others to
+#: `mailmib-ro-2`, `mailmib-ro-3` …; their group reads the served subtrees only.
 COMMUNITY_INDEX = "mailmib-ro"
 READ_GROUP = "mailmib-readers"
 READ_VIEW = "mailmib-read"
@@ -79,6 +97,29 @@ def varbind_budget(max_scoped_pdu: int, community: bytes) -> int:
     header and, conservatively, a community longer than pysnmp's headroom assumes. The fast
     path uses the same figure, so both paths cut and refuse at the same point."""
     return max_scoped_pdu - PDU_OVERHEAD - max(0, len(community) - COMMUNITY_HEADROOM)
+
+
+#: The largest UDP payload over IPv4: the most the engine ever sends.
+MAX_DATAGRAM = 65507
+#: pysnmp's allowance for the SNMPv3 message header around the scoped PDU (USM 3.2.9).
+V3_HEADER = 48
+#: The most USM security parameters take: engine ID (32) and user name (32), boots, time,
+#: the longest authentication parameters (HMAC-SHA-512: 48) and the salt, with their TLVs.
+V3_SECURITY_PARAMETERS = 160
+#: A scoped PDU's own header: SEQUENCE, contextEngineID (≤ 32) and contextName (≤ 32).
+SCOPED_PDU_HEADER = 4 + 34 + 34
+#: Slack for the response's security parameters being a little longer than the request's
+#: (engine time and boots may take an octet more each).
+V3_SLACK = 8
+
+
+def v3_varbind_budget(max_scoped_pdu: int) -> int:
+    """Octets an SNMPv3 response's varbind list may take. `max_scoped_pdu` is what USM derives
+    from the request's msgMaxSize (RFC 3414 §3.2.9); the engine never sends more than one UDP
+    datagram either. pysnmp drops (and counts in snmpSilentDrops) a response over the limit,
+    so the room is reckoned conservatively."""
+    room = min(max_scoped_pdu, MAX_DATAGRAM - V3_HEADER - V3_SECURITY_PARAMETERS)
+    return room - PDU_OVERHEAD - SCOPED_PDU_HEADER - V3_SLACK
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -217,61 +258,106 @@ def describe_exception(exc: BaseException, limit: int = 120) -> str:
 
 # --- endpoints --------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A UDP address to listen on; `host` is an IPv4 or IPv6 literal."""
-
-    host: str
-    port: int
-
-    @property
-    def ipv6(self) -> bool:
-        return ipaddress.ip_address(self.host).version == 6
-
-    @property
-    def loopback(self) -> bool:
-        return ipaddress.ip_address(self.host).is_loopback
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if self.ipv6 else f"{self.host}:{self.port}"
-
-
 class ListenError(Exception):
     """A listen address could not be bound (one-line message)."""
 
 
+# --- the engine's own statistics ------------------------------------------------------------
+
+#: pysnmp module holding the instance of each of `agent.oids.AGENT_SCALARS`.
+_INSTANCE_MODULES = {
+    "SNMPv2-MIB": "__SNMPv2-MIB",
+    "SNMP-FRAMEWORK-MIB": "__SNMP-FRAMEWORK-MIB",
+    "SNMP-MPD-MIB": "__SNMP-MPD-MIB",
+    "SNMP-TARGET-MIB": "__SNMP-TARGET-MIB",
+    "SNMP-USER-BASED-SM-MIB": "__SNMP-USER-BASED-SM-MIB",
+}
+
+#: USM counters that mean someone failed to authenticate (logged, rate-limited); the others
+#: (unknown engine ID, not in time window) are the normal discovery steps of every client.
+AUTH_FAILURES = ("usmStatsWrongDigests", "usmStatsDecryptionErrors", "usmStatsUnknownUserNames",
+                 "usmStatsUnsupportedSecLevels")
+
+
+class EngineCounters:
+    """The SNMP entity's own statistics, read from (and for the fast path, counted into)
+    pysnmp's instances, so that both paths serve one set of numbers.
+
+    `value(name)` is what a view's live cell serves: Counter32 values wrapped, the engine's
+    time in seconds since it started, snmpEnableAuthenTraps always disabled(2) (the agent
+    sends no notifications)."""
+
+    def __init__(self, engine: Any) -> None:
+        builder = engine.get_mib_builder()
+        self._instances: dict[str, Any] = {}
+        self._kinds: dict[str, Kind] = {}
+        for column in AGENT_SCALARS:
+            (instance,) = builder.import_symbols(_INSTANCE_MODULES[column.module], column.name)
+            self._instances[column.name] = instance
+            self._kinds[column.name] = column.kind
+        enable = self._instances["snmpEnableAuthenTraps"]
+        enable.syntax = enable.syntax.clone(2)
+
+    def value(self, name: str) -> Raw:
+        instance = self._instances[name]
+        if name == "snmpEngineTime":
+            return int(instance.syntax.clone())  # pysnmp: clone() is the time since start
+        if self._kinds[name] is Kind.OCTET_STRING:
+            return bytes(instance.syntax.asOctets())
+        value = int(instance.syntax)
+        return counter32(value) if self._kinds[name] is Kind.COUNTER32 else value
+
+    def count(self, name: str) -> None:
+        """One more of counter `name` (for what the fast path handles itself)."""
+        instance = self._instances[name]
+        instance.syntax = instance.syntax.clone(counter32(int(instance.syntax) + 1))
+
+    def snapshot(self, names: Sequence[str]) -> tuple[int, ...]:
+        return tuple(int(self._instances[n].syntax) for n in names)
+
+
 # --- the receive path -----------------------------------------------------------------------
+
+#: The fast path: the response to a datagram from an address, or None to let pysnmp have it.
+FastAnswer = Callable[[bytes, tuple[Any, ...]], bytes | None]
+
 
 class DatagramGuard:
     """Runs pysnmp's receive path for one datagram and contains whatever goes wrong.
 
     pysnmp counts most bad input in snmpInASNParseErrs / snmpInBadVersions and drops it
     quietly, but some malformed messages raise TypeError/IndexError out of the receive path
-    (gotcha 6). Both kinds are counted here as one rate-limited log line; requests with an
-    unknown community (snmpInBadCommunityNames) get a line of their own.
+    (gotcha 6). Both kinds are counted here as one rate-limited log line. Requests pysnmp
+    refuses for who sent them get rate-limited lines of their own, with the source address:
+    an unknown community, a community used from a source it is not allowed from, and a failed
+    SNMPv3 authentication (wrong digest, decryption error, unknown user, wrong security level).
     """
 
-    def __init__(self, engine: Any) -> None:
-        parse_errs, bad_versions, bad_communities = engine.get_mib_builder().import_symbols(
-            "__SNMPv2-MIB", "snmpInASNParseErrs", "snmpInBadVersions",
-            "snmpInBadCommunityNames")
-        self._parse_errs: Any = parse_errs
-        self._bad_versions: Any = bad_versions
-        self._bad_communities: Any = bad_communities
+    def __init__(self, engine: Any, counters: EngineCounters) -> None:
+        self._counters = counters
         self.malformed = RateLimitedLog(log, lambda n: f"dropped {plural(n, 'malformed datagram')}")
         self.bad_community = RateLimitedLog(
             log, lambda n: f"ignored {plural(n, 'request')} with an unknown community")
+        self.refused_source = RateLimitedLog(
+            log, lambda n: f"refused {plural(n, 'request')} with a community not allowed "
+                           "from its source")
+        self.auth_failure = RateLimitedLog(
+            log, lambda n: f"refused {plural(n, 'SNMPv3 request')} that failed authentication")
+        #: Set by the source check when it refuses the datagram being received.
+        self.source_refused = False
 
     def _bad_input(self) -> int:
-        return int(self._parse_errs.syntax) + int(self._bad_versions.syntax)
+        parse_errs, bad_versions = self._counters.snapshot(
+            ("snmpInASNParseErrs", "snmpInBadVersions"))
+        return parse_errs + bad_versions
 
-    #: The fast path (`agent.fastpath`): the response to a datagram it handles, else None.
-    fast: Callable[[bytes], bytes | None] | None = None
+    #: The fast path (`agent.fastpath`), or None when it is off.
+    fast: FastAnswer | None = None
 
     def receive(self, transport: Any, datagram: bytes, address: tuple[Any, ...]) -> None:
         if self.fast is not None:
             try:
-                response = self.fast(datagram)
+                response = self.fast(datagram, address)
             except Exception as exc:  # a fast-path bug: log it, let pysnmp answer
                 self.malformed.note(f"fast path failed on a datagram from "
                                     f"{_format_address(address)}: {describe_exception(exc)}")
@@ -279,7 +365,10 @@ class DatagramGuard:
             if response is not None:
                 transport.transport.sendto(response, address)
                 return
-        bad, communities = self._bad_input(), int(self._bad_communities.syntax)
+        bad = self._bad_input()
+        (communities,) = self._counters.snapshot(("snmpInBadCommunityNames",))
+        failures = self._counters.snapshot(AUTH_FAILURES)
+        self.source_refused = False
         try:
             transport._callback_function(transport, address, datagram)
         except Exception as exc:  # any exception here is a bad datagram; never a traceback
@@ -287,13 +376,32 @@ class DatagramGuard:
             return
         if self._bad_input() != bad:
             self.malformed.note(f"from {_format_address(address)}: not a decodable SNMP "
-                                f"message ({len(datagram)} octets)")
-        elif int(self._bad_communities.syntax) != communities:
-            self.bad_community.note(f"from {_format_address(address)}")
+                                f"message of a version served ({len(datagram)} octets)")
+        elif self._counters.snapshot(("snmpInBadCommunityNames",)) != (communities,):
+            if self.source_refused:
+                self.refused_source.note(f"from {_format_address(address)}")
+            else:
+                self.bad_community.note(f"from {_format_address(address)}")
+        else:
+            after = self._counters.snapshot(AUTH_FAILURES)
+            if after != failures:
+                what = next(name for name, a, b in zip(AUTH_FAILURES, failures, after,
+                                                         strict=True) if a != b)
+                self.auth_failure.note(f"{_AUTH_FAILURE_TEXT[what]} from "
+                                       f"{_format_address(address)}")
 
     def flush(self) -> None:
-        self.malformed.flush()
-        self.bad_community.flush()
+        for limited in (self.malformed, self.bad_community, self.refused_source,
+                        self.auth_failure):
+            limited.flush()
+
+
+_AUTH_FAILURE_TEXT = {
+    "usmStatsWrongDigests": "wrong digest",
+    "usmStatsDecryptionErrors": "decryption error",
+    "usmStatsUnknownUserNames": "unknown user",
+    "usmStatsUnsupportedSecLevels": "security level not allowed for the user",
+}
 
 
 def _format_address(address: tuple[Any, ...]) -> str:
@@ -392,14 +500,39 @@ class _LenientV2cMessage(rfc1901.Message):  # type: ignore[misc]
         for t in rfc1901.Message.componentType.namedTypes))
 
 
+class _LenientScopedPDU(mpmod_v3.ScopedPDU):  # type: ignore[misc]
+    componentType = namedtype.NamedTypes(*(
+        namedtype.NamedType(t.name, _LenientPDUs()) if t.name == "data" else t
+        for t in mpmod_v3.ScopedPDU.componentType.namedTypes))
+
+
+class _LenientScopedPduData(mpmod_v3.ScopedPduData):  # type: ignore[misc]
+    componentType = namedtype.NamedTypes(*(
+        namedtype.NamedType(t.name, _LenientScopedPDU()) if t.name == "plaintext" else t
+        for t in mpmod_v3.ScopedPduData.componentType.namedTypes))
+
+
+class _LenientV3Message(mpmod_v3.SNMPv3Message):  # type: ignore[misc]
+    componentType = namedtype.NamedTypes(*(
+        namedtype.NamedType(t.name, _LenientScopedPduData()) if t.name == "msgData" else t
+        for t in mpmod_v3.SNMPv3Message.componentType.namedTypes))
+
+
 def _accept_negative_bulk_counts(engine: Any) -> None:
-    """Decode SNMPv2c messages with `_LenientV2cMessage` (SNMPv3's ScopedPDU: not yet)."""
-    engine.message_processing_subsystems[1]._snmpMsgSpec = _LenientV2cMessage()
+    """Decode SNMPv2c messages with `_LenientV2cMessage` and SNMPv3 ones with
+    `_LenientV3Message` (whose scoped PDU, plain or decrypted, is read with the lenient
+    GetBulkRequest-PDU: USM decrypts into the message spec's plaintext type)."""
+    subsystems = engine.message_processing_subsystems
+    if 1 in subsystems:
+        subsystems[1]._snmpMsgSpec = _LenientV2cMessage()
+    if 3 in subsystems:
+        subsystems[3]._snmpMsgSpec = _LenientV3Message()
 
 
 # --- the command responders -----------------------------------------------------------------
 
-ViewSource = Callable[[], View]
+#: The view of a context (by name), taken once per PDU; None for a context not served.
+ViewSource = Callable[[str | None], View | None]
 
 
 class _ViewResponder(CommandResponderBase):  # type: ignore[misc]
@@ -407,26 +540,32 @@ class _ViewResponder(CommandResponderBase):  # type: ignore[misc]
 
     pysnmp calls `process_pdu` (which converts SNMPv1 to SNMPv2 and back, RFC 2576) and that
     calls `handle_management_operation`; subclasses only implement `answer`. Anything that
-    goes wrong while answering becomes genErr plus one rate-limited log line.
+    goes wrong while answering becomes genErr plus one rate-limited log line. The view is
+    the one of the request's context (a community's, or the one an SNMPv3 request names).
     """
 
-    def __init__(self, engine: Any, context: Any, view_source: ViewSource,
-                 faults: RateLimitedLog, community: bytes) -> None:
+    def __init__(self, engine: Any, context: Any, views: ViewSource,
+                 faults: RateLimitedLog, communities: Mapping[str, bytes]) -> None:
         super().__init__(engine, context)
-        self._view_source = view_source
+        self._views = views
         self._faults = faults
-        self._community = community
+        self._communities = communities
         self._principal: _Principal | None = None
         self._answering = False
+
+    def budget(self, security_model: int, security_name: Any, max_scoped_pdu: int) -> int:
+        """The room for the response's varbinds: for v1/v2c what pysnmp leaves for the scoped
+        PDU (65507 - 128) less the Response-PDU's header and, conservatively, a community
+        longer than pysnmp's headroom assumes; for v3 see `v3_varbind_budget`."""
+        if security_model == 3:
+            return v3_varbind_budget(max_scoped_pdu)
+        return varbind_budget(max_scoped_pdu, self._communities.get(str(security_name), b""))
 
     def process_pdu(self, snmpEngine: Any, messageProcessingModel: Any, securityModel: Any,
                     securityName: Any, securityLevel: Any, contextEngineId: Any,
                     contextName: Any, pduVersion: Any, PDU: Any,
                     maxSizeResponseScopedPDU: Any, stateReference: Any) -> None:
-        # The room pysnmp leaves for the scoped PDU (message size minus the security header;
-        # for v1/v2c 65507 - 128) less the Response-PDU's own header and, conservatively, a
-        # community longer than pysnmp's headroom assumes.
-        budget = varbind_budget(int(maxSizeResponseScopedPDU), self._community)
+        budget = self.budget(int(securityModel), securityName, int(maxSizeResponseScopedPDU))
         # process_pdu runs to completion synchronously, so one attribute carries the request.
         self._principal = _Principal(snmpEngine, int(securityModel), securityName,
                                      int(securityLevel), contextName, budget)
@@ -451,8 +590,13 @@ class _ViewResponder(CommandResponderBase):  # type: ignore[misc]
         assert principal is not None
         self._answering = True
         varbinds: list[VarBind] = list(v2c.apiPDU.get_varbinds(PDU))
+        view = self._views(_context_text(contextName))
+        if view is None:
+            self._report_unknown_context(snmpEngine, stateReference)
+            self.release_state_information(stateReference)
+            return
         try:
-            status, index, answer = self.answer(self._view_source(), PDU, varbinds, principal)
+            status, index, answer = self.answer(view, PDU, varbinds, principal)
         except _Refused as refused:
             status, index, answer = refused.status, refused.index, varbinds
         except Exception as exc:
@@ -464,6 +608,33 @@ class _ViewResponder(CommandResponderBase):  # type: ignore[misc]
     def answer(self, view: View, pdu: Any, varbinds: list[VarBind],
                principal: _Principal) -> tuple[int, int, list[VarBind]]:
         raise NotImplementedError
+
+    def _report_unknown_context(self, engine: Any, state_reference: Any) -> None:
+        """RFC 3413 §3.2 step 4: count snmpUnknownContexts and send a Report-PDU of it.
+
+        pysnmp's own path for this (an SmiError carrying `oid`) hands the message processing
+        model the Response-PDU, which it then refuses to report on (RFC 3412 §7.1.3b wants a
+        confirmed-class PDU) and the Report is silently dropped; with no PDU at all it builds
+        the Report as it should (request-id 0; managers match it by msgID)."""
+        (unknown,) = engine.get_mib_builder().import_symbols("__SNMP-TARGET-MIB",
+                                                             "snmpUnknownContexts")
+        unknown.syntax = unknown.syntax.clone(counter32(int(unknown.syntax) + 1))
+        pending = self._CommandResponderBase__pendingReqs.get(state_reference)
+        if pending is None:
+            return
+        (model, security_model, security_name, security_level, context_engine_id,
+         context_name, pdu_version, _, _, max_size, _) = pending
+        if int(model) != 3:
+            return  # SNMPv1/v2c have no Reports; their communities name served contexts
+        status = {"oid": unknown.name, "val": unknown.syntax, "securityLevel": security_level}
+        try:
+            engine.message_dispatcher.return_response_pdu(
+                engine, model, security_model, security_name, security_level,
+                context_engine_id, context_name, pdu_version, None, max_size, state_reference,
+                status)
+        except proto_error.StatusInformation:
+            (drops,) = engine.get_mib_builder().import_symbols("__SNMPv2-MIB", "snmpSilentDrops")
+            drops.syntax = drops.syntax.clone(counter32(int(drops.syntax) + 1))
 
     @staticmethod
     def next_readable(view: View, oid: Oid, principal: _Principal,
@@ -580,14 +751,33 @@ class BulkResponder(_ViewResponder):
         return (NO_ERROR, 0, answer) if answer else (TOO_BIG, 0, [])
 
 
+def _context_text(name: Any) -> str | None:
+    try:
+        return bytes(name).decode("utf-8")
+    except (UnicodeDecodeError, TypeError, ValueError):
+        return None
+
+
 class RefusingSetResponder(CommandResponderBase):  # type: ignore[misc]
     """SetRequest-PDU: always noAccess at index 1, nothing changes.
 
-    This is what Net-SNMP answers a read-only community; for SNMPv1 pysnmp's RFC 2576 mapping
-    turns noAccess into noSuchName with the request's varbinds echoed.
+    This is what Net-SNMP answers a read-only community (and counts in
+    snmpInBadCommunityUses, RFC 3418: "an SNMP operation that was not allowed for the SNMP
+    community"); for SNMPv1 pysnmp's RFC 2576 mapping turns noAccess into noSuchName with the
+    request's varbinds echoed. SNMPv3 users get noAccess as well.
     """
 
     SUPPORTED_PDU_TYPES = (rfc1905.SetRequestPDU.tagSet,)
+
+    def __init__(self, engine: Any, context: Any, counters: EngineCounters) -> None:
+        super().__init__(engine, context)
+        self._counters = counters
+
+    def process_pdu(self, snmpEngine: Any, messageProcessingModel: Any, securityModel: Any,
+                    *args: Any) -> None:
+        if int(securityModel) in (1, 2):
+            self._counters.count("snmpInBadCommunityUses")
+        super().process_pdu(snmpEngine, messageProcessingModel, securityModel, *args)
 
     def handle_management_operation(self, snmpEngine: Any, stateReference: Any,
                                     contextName: Any, PDU: Any) -> None:
@@ -599,46 +789,93 @@ class RefusingSetResponder(CommandResponderBase):  # type: ignore[misc]
 
 # --- the service ----------------------------------------------------------------------------
 
+_AUTH_PROTOCOLS: dict[AuthProtocol, Any] = {
+    AuthProtocol.SHA: snmp_config.USM_AUTH_HMAC96_SHA,
+    AuthProtocol.SHA224: snmp_config.USM_AUTH_HMAC128_SHA224,
+    AuthProtocol.SHA256: snmp_config.USM_AUTH_HMAC192_SHA256,
+    AuthProtocol.SHA384: snmp_config.USM_AUTH_HMAC256_SHA384,
+    AuthProtocol.SHA512: snmp_config.USM_AUTH_HMAC384_SHA512,
+}
+#: AES-192/256 with Blumenthal key extension: what Net-SNMP's AES-192/AES-256 interoperate
+#: with (pysnmp's other variant, Reeder's, does not for SHA-1 and SHA-224).
+_PRIV_PROTOCOLS: dict[PrivProtocol, Any] = {
+    PrivProtocol.AES128: snmp_config.USM_PRIV_CFB128_AES,
+    PrivProtocol.AES192: snmp_config.USM_PRIV_CFB192_AES_BLUMENTHAL,
+    PrivProtocol.AES256: snmp_config.USM_PRIV_CFB256_AES_BLUMENTHAL,
+}
+_SOURCE_CHECK = "rfc2576.processIncomingMsg:writable"
+#: What a refused community is replaced by: no community can be named this (names are
+#: printable), so pysnmp's lookup fails, drops the request and counts it.
+_REFUSED = b"\x00refused"
+
+
+def community_security_name(index: int) -> str:
+    return COMMUNITY_INDEX if index == 0 else f"{COMMUNITY_INDEX}-{index + 1}"
+
+
+def check_crypto() -> str | None:
+    """Why SNMPv3 privacy cannot work here (gotcha 2: pysnmp needs `cryptography` and does not
+    install it), or None."""
+    try:
+        import cryptography.hazmat.primitives.ciphers  # noqa: F401
+    except ImportError:
+        return "SNMPv3 privacy needs the Python package 'cryptography' (pip install cryptography)"
+    return None
+
+
 class SnmpService:
-    """One pysnmp engine serving views read-only over SNMPv1/v2c on some UDP endpoints.
+    """One pysnmp engine serving views read-only on some UDP endpoints.
 
     Build it inside the running event loop (pysnmp binds its dispatcher to the current loop).
     `start` binds every endpoint itself first, so a busy or unusable address is a
-    `ListenError` before anything is served.
+    `ListenError` before anything is served. `views(context)` gives the view to answer a
+    request in `context` from (None: no such context); `fast`, if given, sees each datagram
+    first. The engine runs with `engine_id` and `boots` (see `agent.engine_state`).
     """
 
-    def __init__(self, *, community: str, view_source: ViewSource,
-                 fast: Callable[[bytes], bytes | None] | None = None) -> None:
-        self._community = community
-        self._view_source = view_source
+    def __init__(self, config: AgentConfig, *, views: ViewSource, engine_id: bytes,
+                 boots: int, fast: FastAnswer | None = None) -> None:
+        self._config = config
+        self._views = views
         self._fast = fast
+        self._engine_id = engine_id
+        self._boots = boots
         self._engine: Any = None
         self._guard: DatagramGuard | None = None
+        self.counters: EngineCounters | None = None
         self._responders: list[Any] = []
         self._transports: list[Any] = []
+        self._communities = {community_security_name(i): c
+                             for i, c in enumerate(config.communities)}
         self.faults = RateLimitedLog(
             log, lambda n: f"answered {plural(n, 'request')} genErr after an internal error")
         self.endpoints: tuple[Endpoint, ...] = ()
 
     @property
     def engine(self) -> Any:
-        """The pysnmp SnmpEngine (for tests and for later SNMPv3 configuration)."""
+        """The pysnmp SnmpEngine (for tests)."""
         return self._engine
+
+    @property
+    def guard(self) -> DatagramGuard | None:
+        return self._guard
 
     async def start(self, endpoints: Sequence[Endpoint]) -> None:
         sockets = [_bind(endpoint) for endpoint in endpoints] if endpoints else []
         try:
             self._engine = engine = SnmpEngine()
-            self._guard = DatagramGuard(engine)
+            self._set_identity(engine)
+            self.counters = counters = EngineCounters(engine)
+            self._guard = DatagramGuard(engine, counters)
             self._guard.fast = self._fast
+            self._select_versions(engine)
             _accept_negative_bulk_counts(engine)
             self._configure_access(engine)
             context = SnmpContext(engine)
+            names = {name: c.name.encode() for name, c in self._communities.items()}
             for cls in (GetResponder, NextResponder, BulkResponder):
-                self._responders.append(
-                    cls(engine, context, self._view_source, self.faults,
-                        self._community.encode()))
-            self._responders.append(RefusingSetResponder(engine, context))
+                self._responders.append(cls(engine, context, self._views, self.faults, names))
+            self._responders.append(RefusingSetResponder(engine, context, counters))
             bound = []
             for number, sock in enumerate(sockets, start=1):
                 transport = _GuardedUdp6() if sock.family == socket.AF_INET6 else _GuardedUdp()
@@ -657,19 +894,101 @@ class SnmpService:
             self.close()
             raise
 
+    def _set_identity(self, engine: Any) -> None:
+        """The fixed engine ID and the kept boot count, set before anything reads them (user
+        keys are localized to the ID, the responders register under it). Not through
+        SnmpEngine(snmpEngineID=…), which would also keep a boot counter of its own in a
+        world-writable temporary directory."""
+        builder = engine.get_mib_builder()
+        engine_id, boots = builder.import_symbols("__SNMP-FRAMEWORK-MIB", "snmpEngineID",
+                                                  "snmpEngineBoots")
+        engine_id.syntax = engine_id.syntax.clone(self._engine_id)
+        engine.snmpEngineID = engine_id.syntax
+        boots.syntax = boots.syntax.clone(self._boots)
+
+    def _select_versions(self, engine: Any) -> None:
+        """Switched-off versions have no message processing model: pysnmp drops their
+        messages and counts them in snmpInBadVersions. A version with no community (SNMPv1,
+        v2c) is off too."""
+        served = set(self._config.community_versions) | {3}
+        subsystems = engine.message_processing_subsystems
+        for model in list(subsystems):
+            if int(model) not in served:
+                del subsystems[model]
+
     def _configure_access(self, engine: Any) -> None:
-        """One community for SNMPv1 and v2c; VACM: read the served subtrees, write nothing."""
-        snmp_config.add_v1_system(engine, COMMUNITY_INDEX, self._community)
+        """Communities and users; VACM: read the served subtrees in every context, write and
+        notify nothing (gotcha 1)."""
+        config = self._config
+        for name in {c.name for c in config.contexts}:
+            snmp_config.add_context(engine, name.encode())
         snmp_config.add_context(engine, b"")
-        no_auth_no_priv = 1
-        for security_model in (1, 2):
-            snmp_config.add_vacm_group(engine, READ_GROUP, security_model, COMMUNITY_INDEX)
-            snmp_config.add_vacm_access(engine, READ_GROUP, b"", security_model,
-                                        no_auth_no_priv, "exact", READ_VIEW, EMPTY_VIEW,
-                                        EMPTY_VIEW)
+        for security_name, community in self._communities.items():
+            snmp_config.add_v1_system(engine, security_name, community.name,
+                                      contextName=community.context.encode())
+            for security_model in (1, 2):
+                snmp_config.add_vacm_group(engine, READ_GROUP, security_model, security_name)
+        if self._communities:
+            engine.observer.register_observer(self._check_source, _SOURCE_CHECK)
+        for user in config.users:
+            self._add_user(engine, user)
+            snmp_config.add_vacm_group(engine, READ_GROUP, 3, user.name)
+        no_auth_no_priv, auth_no_priv = 1, 2
+        for security_model, level in ((1, no_auth_no_priv), (2, no_auth_no_priv),
+                                      (3, auth_no_priv)):
+            # Context prefix "" with prefix matching: every context this agent has.
+            snmp_config.add_vacm_access(engine, READ_GROUP, b"", security_model, level,
+                                        "prefix", READ_VIEW, EMPTY_VIEW, EMPTY_VIEW)
         for subtree in SERVED_SUBTREES:
             snmp_config.add_vacm_view(engine, READ_VIEW, "included", subtree, b"")
         snmp_config.add_vacm_view(engine, EMPTY_VIEW, "excluded", (1,), b"")
+
+    @staticmethod
+    def _add_user(engine: Any, user: User) -> None:
+        key_types = {False: snmp_config.USM_KEY_TYPE_PASSPHRASE,
+                     True: snmp_config.USM_KEY_TYPE_LOCALIZED}
+        arguments: dict[str, Any] = {
+            "authProtocol": _AUTH_PROTOCOLS[user.auth],
+            "authKey": user.auth_key.secret,
+            "authKeyType": key_types[user.auth_key.localized],
+        }
+        if user.priv is not None and user.priv_key is not None:
+            arguments |= {
+                "privProtocol": _PRIV_PROTOCOLS[user.priv],
+                "privKey": user.priv_key.secret,
+                "privKeyType": key_types[user.priv_key.localized],
+            }
+        snmp_config.add_v3_user(engine, user.name, **arguments)
+        # pysnmp keeps pass phrases in clear in its PYSNMP-USM-MIB secret table once the keys
+        # are localized; nothing reads them afterwards, so drop them from memory's easy reach.
+        _forget_passphrases(engine, user.name)
+
+    def _check_source(self, engine: Any, execpoint: str, variables: dict[str, Any],
+                      context: Any) -> None:
+        """pysnmp's hook before it looks the community up: refuse a community used from a
+        source outside its networks by making it unknown (dropped, counted)."""
+        name = bytes(variables.get("communityName", b""))
+        information: Any = variables.get("transportInformation")
+        try:
+            host = str(information[1][0])  # (transport domain, (host, port))
+        except (IndexError, TypeError, KeyError):
+            host = ""
+        for community in self._communities.values():
+            if community.name.encode() == name:
+                if not community.allows(source_address(host)):
+                    variables["communityName"] = _REFUSED
+                    if self._guard is not None:
+                        self._guard.source_refused = True
+                return
+
+    def count_in_packet(self) -> None:
+        """snmpInPkts for a message the fast path answers (pysnmp counts its own)."""
+        if self.counters is not None:
+            self.counters.count("snmpInPkts")
+
+    def live_value(self, name: str) -> Raw:
+        """A live scalar's value for the views (0 before the engine exists)."""
+        return self.counters.value(name) if self.counters is not None else 0
 
     def close(self) -> None:
         """Stop receiving, unregister the responders and close every transport."""
@@ -686,6 +1005,16 @@ class SnmpService:
         if self._guard is not None:
             self._guard.flush()
         self.faults.flush()
+
+
+def _forget_passphrases(engine: Any, user_name: str) -> None:
+    """Remove the user's row from pysnmp's pass phrase table (PYSNMP-USM-MIB
+    pysnmpUsmSecretTable): the localized keys are all USM uses."""
+    builder = engine.get_mib_builder()
+    (entry,) = builder.import_symbols("PYSNMP-USM-MIB", "pysnmpUsmSecretEntry")
+    index = entry.getInstIdFromIndices(user_name)
+    engine.message_dispatcher.mib_instrum_controller.write_variables(
+        ((*entry.name, 4, *index), "destroy"), snmpEngine=engine)
 
 
 def _bind(endpoint: Endpoint) -> socket.socket:

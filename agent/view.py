@@ -323,10 +323,12 @@ class View:
     is made only when a request asks for one.
     """
 
-    __slots__ = ("_items", "_kinds", "_oids", "_raw", "clocked")
+    __slots__ = ("_items", "_kinds", "_live_lengths", "_live_types", "_oids", "_raw", "clocked",
+                 "live")
 
     def __init__(self, oids: list[Oid], kinds: list[Kind], raw: list[Raw],
-                 clocked: Sequence[tuple[int, Clock, float]] = ()) -> None:
+                 clocked: Sequence[tuple[int, Clock, float]] = (),
+                 live: Sequence[tuple[int, str]] = ()) -> None:
         """Internal: the parallel lists, already sorted and unique. Use `View.build`."""
         self._oids = oids
         self._kinds = kinds
@@ -338,10 +340,18 @@ class View:
         #: serves them at `taken_at`; a server that keeps one view for many requests uses this
         #: to serve them at the request's own moment.
         self.clocked = tuple(clocked)
+        #: The cells whose value lives outside the snapshot (the agent's own statistics,
+        #: `agent.oids.AGENT_SCALARS`), as (position, object name): the view holds a
+        #: placeholder (0 or b""); `at(now, live)` reads the real values.
+        self.live = tuple(live)
+        self._live_types = frozenset(oids[i][:-1] for i, _ in self.live)
+        self._live_lengths = tuple(sorted({len(t) for t in self._live_types}))
 
     @classmethod
-    def build(cls, snapshot: Snapshot, agent: AgentInfo) -> View:
-        """The view of `snapshot` at `snapshot.taken_at`."""
+    def build(cls, snapshot: Snapshot, agent: AgentInfo,
+              live: Sequence[Column] = ()) -> View:
+        """The view of `snapshot` at `snapshot.taken_at`, with placeholders for the `live`
+        scalars (instance .0 of each; served by `at`)."""
         now = snapshot.taken_at
         started = agent.started_at
         appl = snapshot.appl_index
@@ -431,19 +441,28 @@ class View:
                    [(appl, a.channel_index, a.index) for a in by_group],
                    [a.index for a in by_group])
 
-        return cls(out.oids, out.kinds, out.raw, clocked)
+        if not live:
+            return cls(out.oids, out.kinds, out.raw, clocked)
+        return _with_live(out, clocked, live)
 
-    def at(self, now: float) -> View:
-        """This view as read at `now`: the clocked cells re-evaluated, everything else shared."""
-        if not self.clocked:
+    def at(self, now: float, live: LiveReader | None = None) -> View:
+        """This view as read at `now`: the clocked cells re-evaluated, the live ones read from
+        `live` (left as placeholders without it), everything else shared."""
+        if not self.clocked and (live is None or not self.live):
             return self
         raw = list(self._raw)
         for position, clock, reference in self.clocked:
             raw[position] = clock_value(clock, reference, now)
-        return View(self._oids, self._kinds, raw, self.clocked)
+        if live is not None:
+            for position, name in self.live:
+                raw[position] = live(name)
+        return View(self._oids, self._kinds, raw, self.clocked, self.live)
 
     def missing(self, oid: Oid) -> Missing:
         """Why `oid`, which is not an instance of this view, has no value."""
+        for length in self._live_lengths:
+            if oid[:length] in self._live_types:
+                return Missing.NO_SUCH_INSTANCE
         return _missing(oid)
 
     def get(self, oid: Oid) -> Value | Missing:
@@ -451,7 +470,7 @@ class View:
         i = bisect_left(self._oids, oid)
         if i < len(self._oids) and self._oids[i] == oid:
             return Value(self._kinds[i], self._raw[i])
-        return _missing(oid)
+        return self.missing(oid)
 
     def get_next(self, oid: Oid) -> tuple[Oid, Value] | None:
         """The first instance after `oid`; None at the end of the view (endOfMibView)."""
@@ -562,6 +581,43 @@ class _Builder:
 
 
 _index = attrgetter("index")
+
+#: Reads a live scalar's current value by its object name (`View.at`).
+LiveReader = Callable[[str], Raw]
+
+_PLACEHOLDER: dict[Kind, Raw] = {Kind.OCTET_STRING: b"", Kind.OBJECT_IDENTIFIER: ZERO_DOT_ZERO}
+
+
+def _with_live(out: _Builder, clocked: list[tuple[int, Clock, float]],
+               live: Sequence[Column]) -> View:
+    """The built lists with one placeholder instance (.0) of each live scalar merged in at its
+    place in OID order; clocked positions follow their cells."""
+    scalars = sorted(live, key=attrgetter("oid"))
+    oids, kinds, raw = out.oids, out.kinds, out.raw
+    names = [(*c.oid, 0) for c in scalars]
+    at = [bisect_left(oids, name) for name in names]
+    for name, i in zip(names, at, strict=True):
+        if i < len(oids) and oids[i] == name:
+            raise AssertionError(f"live scalar {name} is also a snapshot cell")
+    new_oids: list[Oid] = []
+    new_kinds: list[Kind] = []
+    new_raw: list[Raw] = []
+    positions: list[tuple[int, str]] = []
+    start = 0
+    for column, name, i in zip(scalars, names, at, strict=True):
+        new_oids += oids[start:i]
+        new_kinds += kinds[start:i]
+        new_raw += raw[start:i]
+        start = i
+        positions.append((len(new_oids), column.name))
+        new_oids.append(name)
+        new_kinds.append(column.kind)
+        new_raw.append(_PLACEHOLDER.get(column.kind, 0))
+    new_oids += oids[start:]
+    new_kinds += kinds[start:]
+    new_raw += raw[start:]
+    moved = [(p + bisect_right(at, p), clock, t) for p, clock, t in clocked]
+    return View(new_oids, new_kinds, new_raw, moved, positions)
 
 
 def _check_indexes(appl_index: int, channels: Sequence[ChannelSnapshot],
