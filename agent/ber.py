@@ -10,6 +10,8 @@ answers match pysnmp's byte for byte.
 
 from __future__ import annotations
 
+import re
+
 from agent.oids import Oid
 
 SEQUENCE = 0x30
@@ -99,6 +101,26 @@ def read_integer(data: bytes, at: int, end: int) -> tuple[int, int]:
     if tag != INTEGER or stop == start or stop - start > 4:
         raise BerError("not a 32-bit INTEGER")
     return int.from_bytes(data[start:stop], "big", signed=True), stop
+
+
+#: A minimal OBJECT IDENTIFIER contents encoding whose every sub-identifier is < 2^32 (at most
+#: five octets, and a five-octet one starting at most 0x8F), as `read_oid` accepts them. The
+#: first sub-identifier (40 * arc1 + arc2) is held to the same bound, which only matters under
+#: 2.x, where a second arc within 80 of 2^32 is then left to pysnmp.
+_MINIMAL_OID = re.compile(
+    rb"(?:[\x00-\x7f]|[\x81-\xff](?:[\x80-\xff]{0,2})[\x00-\x7f]"
+    rb"|[\x81-\x8f][\x80-\xff]{3}[\x00-\x7f])+")
+_HIGH_OCTETS = bytes(range(0x80, 0x100))
+
+
+def check_oid(content: bytes) -> bytes:
+    """`content` itself if it is an OBJECT IDENTIFIER encoding `read_oid` accepts (minimal,
+    sub-identifiers < 2^32, at most 128 arcs), else BerError. Minimal encodings of OIDs sort as
+    bytes exactly as the OIDs do, so the fast path compares them without decoding."""
+    if (len(content) > 5 * MAX_OID_ARCS or _MINIMAL_OID.fullmatch(content) is None
+            or len(content.translate(None, _HIGH_OCTETS)) + 1 > MAX_OID_ARCS):
+        raise BerError("OID the fast path does not handle")
+    return content
 
 
 def read_oid(content: bytes) -> Oid:

@@ -32,6 +32,8 @@ V1, V2C = 0, 1
 _EXCEPTION = {Missing.NO_SUCH_OBJECT: b"\x80\x00", Missing.NO_SUCH_INSTANCE: b"\x81\x00"}
 _END_OF_MIB_VIEW = b"\x82\x00"
 _NULL = b"\x05\x00"
+_READS = frozenset((GET, GETNEXT, GETBULK))
+_NO_ERRORS = b"\x02\x01\x00\x02\x01\x00"
 
 
 def encode_value(kind: Kind, raw: int | bytes | Oid) -> bytes:
@@ -54,13 +56,15 @@ class EncodedView:
     agent's own statistics) with the value `live` reads at that moment.
     """
 
-    __slots__ = ("_cells", "_dynamic", "_dynamic_positions", "oids", "view")
+    __slots__ = ("_cells", "_dynamic", "_dynamic_positions", "keys", "view")
 
     def __init__(self, view: View, live: LiveReader | None = None) -> None:
         self.view = view
-        self.oids: list[Oid] = [oid for oid, _ in view.items]
-        names = [ber.object_identifier(oid) for oid in self.oids]
+        #: Each cell's name as BER contents octets: minimal encodings sort as the OIDs do, so
+        #: requests are looked up by their names' bytes, never decoded.
+        self.keys: list[bytes] = [ber.oid_content(oid) for oid, _ in view.items]
         tlv = ber.tlv
+        names = [tlv(ber.OBJECT_IDENTIFIER, key) for key in self.keys]
         self._cells: list[bytes] = [
             tlv(ber.SEQUENCE, name + encode_value(value.kind, value.value))
             for name, (_, value) in zip(names, view.items, strict=True)]
@@ -75,7 +79,7 @@ class EncodedView:
         self._dynamic_positions = sorted(self._dynamic)
 
     def __len__(self) -> int:
-        return len(self.oids)
+        return len(self.keys)
 
     def cell(self, i: int, now: float) -> bytes:
         dynamic = self._dynamic.get(i)
@@ -115,54 +119,58 @@ class Request:
     request_id: int
     error_status: int  # non-repeaters for GETBULK
     error_index: int  # max-repetitions for GETBULK
-    varbinds: tuple[tuple[Oid, bytes], ...]  # (name, the whole VarBind as received)
+    #: (name's contents octets, name's TLV, the whole VarBind) as received.
+    varbinds: tuple[tuple[bytes, bytes, bytes], ...]
+    #: The request's version and community TLVs, and its request-id TLV, as received: a
+    #: response repeats them.
+    head: bytes = b""
+    request_id_tlv: bytes = b""
 
 
 def parse_request(datagram: bytes, versions: Iterable[int] = (V1, V2C)) -> Request:
     """Read a v1/v2c GET/GETNEXT/GETBULK message of one of `versions`; BerError for anything
-    else."""
+    else. Written flat: it runs for every request the agent answers."""
+    read_tlv = ber.read_tlv
     end = len(datagram)
-    tag, at, stop = ber.read_tlv(datagram, 0, end)
+    tag, at, stop = read_tlv(datagram, 0, end)
     if tag != ber.SEQUENCE or stop != end:
         raise ber.BerError("not one SEQUENCE")
+    head_at = at
     version, at = ber.read_integer(datagram, at, end)
     if version not in versions:
         raise ber.BerError("not a version served")
-    tag, start, at = ber.read_tlv(datagram, at, end)
+    tag, start, at = read_tlv(datagram, at, end)
     if tag != ber.OCTET_STRING:
         raise ber.BerError("no community")
     community = datagram[start:at]
-    pdu_type, at, stop = ber.read_tlv(datagram, at, end)
-    if pdu_type not in (GET, GETNEXT, GETBULK) or stop != end:
-        raise ber.BerError("not a read request")
-    if pdu_type == GETBULK and version == V1:
-        raise ber.BerError("GETBULK in SNMPv1")
+    head = datagram[head_at:at]
+    pdu_type, at, stop = read_tlv(datagram, at, end)
+    if pdu_type not in _READS or stop != end or (pdu_type == GETBULK and version == V1):
+        raise ber.BerError("not a read request served")
+    request_id_at = at
     request_id, at = ber.read_integer(datagram, at, end)
+    request_id_tlv = datagram[request_id_at:at]
     error_status, at = ber.read_integer(datagram, at, end)
     error_index, at = ber.read_integer(datagram, at, end)
-    tag, at, stop = ber.read_tlv(datagram, at, end)
+    tag, at, stop = read_tlv(datagram, at, end)
     if tag != ber.SEQUENCE or stop != end:
         raise ber.BerError("no varbind list")
     varbinds = []
+    check_oid = ber.check_oid
     while at < end:
-        tag, inner, next_at = ber.read_tlv(datagram, at, end)
+        tag, inner, next_at = read_tlv(datagram, at, end)
         if tag != ber.SEQUENCE:
             raise ber.BerError("not a VarBind")
-        tag, start, value_at = ber.read_tlv(datagram, inner, next_at)
-        if tag != ber.OBJECT_IDENTIFIER:
-            raise ber.BerError("VarBind without a name")
-        oid = ber.read_oid(datagram[start:value_at])
-        _, _, value_end = ber.read_tlv(datagram, value_at, next_at)
-        if value_end != next_at:
-            raise ber.BerError("trailing bytes in a VarBind")
-        if datagram[value_at:next_at] != _NULL:
-            # What managers send in a read request. Any other value is left to pysnmp, which
-            # decides whether it is valid SNMP at all (an answer may echo it back).
-            raise ber.BerError("a read request with a value other than NULL")
-        varbinds.append((oid, datagram[at:next_at]))
+        tag, start, value_at = read_tlv(datagram, inner, next_at)
+        # What managers send in a read request is a NULL value. Any other is left to pysnmp,
+        # which decides whether it is valid SNMP at all (an answer may echo it back).
+        if tag != ber.OBJECT_IDENTIFIER or datagram[value_at:next_at] != _NULL:
+            raise ber.BerError("not a VarBind of a name and NULL")
+        varbinds.append((check_oid(datagram[start:value_at]), datagram[inner:value_at],
+                         datagram[at:next_at]))
         at = next_at
     return Request(version, community, pdu_type, request_id, error_status, error_index,
-                   tuple(varbinds))
+                   tuple(varbinds), head, request_id_tlv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,36 +251,36 @@ class FastPath:
 
     def _get(self, request: Request, view: EncodedView, now: float, budget: int) -> bytes:
         out = []
-        oids = view.oids
-        for n, (oid, _) in enumerate(request.varbinds):
-            i = bisect_left(oids, oid)
-            if i < len(oids) and oids[i] == oid:
+        keys = view.keys
+        for n, (key, name, _) in enumerate(request.varbinds):
+            i = bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key:
                 out.append(view.cell(i, now))
             elif request.version == V1:
                 return self._v1_error(request, n)
             else:
-                out.append(_exception(oid, _EXCEPTION[view.view.missing(oid)]))
+                missing = view.view.missing(ber.read_oid(key))
+                out.append(_exception(name, _EXCEPTION[missing]))
         return self._fit(request, out, budget)
 
     def _next(self, request: Request, view: EncodedView, now: float, budget: int) -> bytes:
         out = []
-        oids = view.oids
-        for n, (oid, _) in enumerate(request.varbinds):
-            i = bisect_right(oids, oid)
-            if i < len(oids):
+        keys = view.keys
+        for n, (key, name, _) in enumerate(request.varbinds):
+            i = bisect_right(keys, key)
+            if i < len(keys):
                 out.append(view.cell(i, now))
             elif request.version == V1:
                 return self._v1_error(request, n)
             else:
-                out.append(_exception(oid, _END_OF_MIB_VIEW))
+                out.append(_exception(name, _END_OF_MIB_VIEW))
         return self._fit(request, out, budget)
 
     def _bulk(self, request: Request, view: EncodedView, now: float, budget: int) -> bytes:
-        names = [oid for oid, _ in request.varbinds]
-        n = min(max(request.error_status, 0), len(names))
+        n = min(max(request.error_status, 0), len(request.varbinds))
         m = max(request.error_index, 0)
-        oids = view.oids
-        end = len(oids)
+        keys = view.keys
+        end = len(keys)
         out: list[bytes] = []
         used = 0
 
@@ -284,22 +292,27 @@ class FastPath:
             used += len(varbind)
             return True
 
-        for oid in names[:n]:
-            i = bisect_right(oids, oid)
-            if not add(view.cell(i, now) if i < end else _exception(oid, _END_OF_MIB_VIEW)):
+        for key, name, _ in request.varbinds[:n]:
+            i = bisect_right(keys, key)
+            if not add(view.cell(i, now) if i < end else _exception(name, _END_OF_MIB_VIEW)):
                 return self._cut(request, out)
-        repeaters = names[n:]
-        positions = [bisect_right(oids, oid) for oid in repeaters]
-        for _ in range(m if repeaters else 0):
+        # A repeater's name for endOfMibView is the last name it returned — the view's last,
+        # as it steps one cell at a time — or, if it returned none, the name asked about.
+        names: list[bytes | None] = [name for _, name, _ in request.varbinds[n:]]
+        positions = [bisect_right(keys, key) for key, _, _ in request.varbinds[n:]]
+        for _ in range(m if positions else 0):
             at_end = True
             for j, i in enumerate(positions):
                 if i < end:
                     varbind = view.cell(i, now)
                     positions[j] = i + 1
-                    repeaters[j] = oids[i]
+                    names[j] = None
                     at_end = False
                 else:
-                    varbind = _exception(repeaters[j], _END_OF_MIB_VIEW)
+                    last = names[j]
+                    if last is None:
+                        last = names[j] = ber.tlv(ber.OBJECT_IDENTIFIER, keys[end - 1])
+                    varbind = _exception(last, _END_OF_MIB_VIEW)
                 if not add(varbind):
                     return self._cut(request, out)
             if at_end:
@@ -319,23 +332,25 @@ class FastPath:
         return self._message(request, NO_ERROR, 0, varbinds)
 
     def _too_big(self, request: Request) -> bytes:
-        echoed = b"".join(v for _, v in request.varbinds) if request.version == V1 else b""
+        echoed = b"".join(v for _, _, v in request.varbinds) if request.version == V1 else b""
         return self._message(request, TOO_BIG, 0, echoed)
 
     def _v1_error(self, request: Request, n: int) -> bytes:
         """SNMPv1 noSuchName for varbind n (0-based), the request's varbinds echoed."""
-        echoed = b"".join(varbind for _, varbind in request.varbinds)
+        echoed = b"".join(varbind for _, _, varbind in request.varbinds)
         return self._message(request, NO_SUCH_NAME, n + 1, echoed)
 
     @staticmethod
     def _message(request: Request, status: int, index: int, varbinds: bytes) -> bytes:
-        pdu = (ber.integer(ber.INTEGER, request.request_id)
-               + ber.integer(ber.INTEGER, status) + ber.integer(ber.INTEGER, index)
-               + ber.tlv(ber.SEQUENCE, varbinds))
-        return ber.tlv(ber.SEQUENCE, ber.integer(ber.INTEGER, request.version)
-                       + ber.tlv(ber.OCTET_STRING, request.community)
-                       + ber.tlv(RESPONSE, pdu))
+        """The Response message. Version, community and request-id are the request's own
+        octets (what a decoder reads back is the same value), the rest is encoded here."""
+        tlv = ber.tlv
+        errors = _NO_ERRORS if status == index == 0 else (
+            ber.integer(ber.INTEGER, status) + ber.integer(ber.INTEGER, index))
+        pdu = request.request_id_tlv + errors + tlv(ber.SEQUENCE, varbinds)
+        return tlv(ber.SEQUENCE, request.head + tlv(RESPONSE, pdu))
 
 
-def _exception(oid: Oid, value: bytes) -> bytes:
-    return ber.tlv(ber.SEQUENCE, ber.object_identifier(oid) + value)
+def _exception(name: bytes, value: bytes) -> bytes:
+    """A VarBind of `name` (an OID's whole TLV) and an exception value."""
+    return ber.tlv(ber.SEQUENCE, name + value)
