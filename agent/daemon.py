@@ -282,7 +282,7 @@ class Agent:
             source.failing = True
             source.faults.note(_one_line(exc))
             return False
-        if source.failing:
+        if changed and source.failing:  # only a view actually built again is a recovery
             source.failing = False
             log.warning("database %s readable again", source.path)
         return changed
@@ -309,10 +309,13 @@ class Agent:
 
     def _build(self, source: _Source) -> tuple[View, EncodedView | None]:
         assert source.store is not None and self._info is not None
-        source.data_version = source.store.data_version()  # before: a later commit shows again
+        # Read before the snapshot, so a commit after it shows as a change; kept only once the
+        # build succeeded, so a failed one is tried again at the next poll.
+        version = source.store.data_version()
         snapshot: Snapshot = source.store.snapshot(at=self._clock())
         view = View.build(snapshot, self._info, live=AGENT_SCALARS)
         encoded = EncodedView(view, self._live_value) if self.config.fast_path else None
+        source.data_version = version
         return view, encoded
 
     def _open_store(self, source: _Source, create: bool) -> None:

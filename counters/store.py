@@ -446,29 +446,38 @@ class Store:
             raise DatabaseError(f"cannot create database {path}: {exc.strerror}") from None
 
     def _setup(self, *, create: bool, read_only: bool, memory: bool) -> None:
+        """Check what the file is, then set it up. Every refusal comes before the first write
+        (WAL mode and the page size are written into the file's header), so a file refused —
+        another program's database, an empty file opened without create — is left as it was."""
         conn = self._connection()
         try:
             # The first statement reads the header: a file that is not SQLite fails here.
             version = schema.schema_version(conn)
-            if version == 0 and not read_only:
-                conn.execute(f"PRAGMA page_size = {schema.PAGE_SIZE:d}")  # before any page
-            if not read_only and not memory and version <= schema.SCHEMA_VERSION:
-                # Needs a write lock only when the file is not yet in WAL mode; a file opened
-                # read-only that is already WAL just reports it.
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            foreign = version == 0 and schema.has_tables(conn)
         except sqlite3.Error as exc:
             raise self._database_error(exc) from None
         self._check_version(version)
-        if version == schema.SCHEMA_VERSION:
-            return
-        if not create:
+        if foreign:
+            raise DatabaseError(f"{self._path} is a SQLite database but not a mailmib one")
+        if not create and version != schema.SCHEMA_VERSION:
             if version == 0:
                 raise DatabaseError(f"database {self._path} is not initialised"
                                     " (open it once with create to set it up)")
             raise DatabaseError(f"database {self._path} has schema version {version};"
                                 f" open it once with create to migrate it to"
                                 f" {schema.SCHEMA_VERSION}")
+        try:
+            if version == 0 and not read_only:
+                conn.execute(f"PRAGMA page_size = {schema.PAGE_SIZE:d}")  # before any page
+            if not read_only and not memory:
+                # Needs a write lock only when the file is not yet in WAL mode; a file opened
+                # read-only that is already WAL just reports it.
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise self._database_error(exc) from None
+        if version == schema.SCHEMA_VERSION:
+            return
         with self._write() as conn:
             version = schema.schema_version(conn)  # another process may have migrated it
             self._check_version(version)
@@ -983,6 +992,13 @@ class Store:
         with self._read() as conn:
             if when is None:
                 when = time.time()
+            # Another program may have migrated the file since it was opened: never read a
+            # schema with queries written for another one.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != schema.SCHEMA_VERSION:
+                self._check_version(version)
+                raise DatabaseError(f"database {self._path}: schema version {version}, not"
+                                    f" {schema.SCHEMA_VERSION} as when it was opened")
             mta = conn.execute(_SNAP_MTA).fetchone()
             if mta is None:
                 raise DatabaseError(f"database {self._path} has no mta row (damaged)")
