@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DB     ?= var/mailmib.db
 LISTEN ?= 127.0.0.1:1161
 
-.PHONY: all run test unit lint venv system-deps bench clean
+.PHONY: all run test unit lint venv system-deps bench-deps bench soak clean
 
 all: test
 
@@ -17,13 +17,22 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-# Net-SNMP's client tools (snmpget, snmpwalk, snmptable …) are what the tests poll with.
+# Net-SNMP's client tools (snmpget, snmpwalk, snmptable …) are what the tests poll with;
+# Postfix is the real MTA the log-follower tests run (its package neither starts it nor
+# writes a main.cf with "No configuration").
 system-deps:
 	@command -v snmpwalk >/dev/null 2>&1 || { \
 	  echo "installing Debian's snmp package (Net-SNMP client tools)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends snmp; }
+	@command -v postfix >/dev/null 2>&1 || test -x /usr/sbin/postfix || { \
+	  echo "installing Debian's postfix package (for the real-Postfix tests)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "postfix postfix/main_mailer_type select No configuration" \
+	    | $$SUDO debconf-set-selections && \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postfix; }
 
 run: venv
 	mkdir -p $(dir $(DB))
@@ -36,8 +45,27 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q -m 'not netsnmp'
 
-test: venv system-deps lint
+test: venv system-deps bench-deps lint
 	$(BIN)/pytest
+
+# The benchmark compares mailmib with Net-SNMP's own agent (snmpd), installed here if missing;
+# a short smoke run of it is part of `make test`.
+bench-deps:
+	@command -v snmpd >/dev/null 2>&1 || test -x /usr/sbin/snmpd || { \
+	  echo "installing Debian's snmpd package (Net-SNMP agent)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends snmpd; }
+
+# BENCH_SIZES=10,100 make bench for a subset; results in bench/results/latest.md.
+bench: venv system-deps bench-deps
+	$(BIN)/python -m bench
+
+# The long robustness run: a million fuzzed datagrams (and a differential run of 20,000),
+# twenty rounds of SIGKILLs; about 8 minutes. `make test` runs the same tests at 100,000 / 5.
+soak: venv system-deps
+	MAILMIB_FUZZ=1000000 MAILMIB_CRASH_ROUNDS=20 $(BIN)/pytest -q -rs -s \
+	  tests/test_fuzz.py tests/test_crash.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
