@@ -127,6 +127,24 @@ class Request:
     request_id_tlv: bytes = b""
 
 
+def read_header(datagram: bytes) -> tuple[int, bytes] | None:
+    """(version, community) of a v1/v2c message, reading nothing past the community; None if
+    the datagram does not start like one. Lets the agent drop a message with a community it
+    does not know before pysnmp decodes the rest (which costs ~57 µs a varbind)."""
+    try:
+        end = len(datagram)
+        tag, at, stop = ber.read_tlv(datagram, 0, end)
+        if tag != ber.SEQUENCE or stop != end:
+            return None
+        version, at = ber.read_integer(datagram, at, end)
+        tag, start, at = ber.read_tlv(datagram, at, end)
+    except ber.BerError:
+        return None
+    if version not in (V1, V2C) or tag != ber.OCTET_STRING:
+        return None
+    return version, datagram[start:at]
+
+
 def parse_request(datagram: bytes, versions: Iterable[int] = (V1, V2C)) -> Request:
     """Read a v1/v2c GET/GETNEXT/GETBULK message of one of `versions`; BerError for anything
     else. Written flat: it runs for every request the agent answers."""
@@ -152,6 +170,8 @@ def parse_request(datagram: bytes, versions: Iterable[int] = (V1, V2C)) -> Reque
     request_id_tlv = datagram[request_id_at:at]
     error_status, at = ber.read_integer(datagram, at, end)
     error_index, at = ber.read_integer(datagram, at, end)
+    if error_index < 0 and pdu_type != GETBULK:  # outside 0..max-bindings: pysnmp drops it
+        raise ber.BerError("negative error-index")
     tag, at, stop = read_tlv(datagram, at, end)
     if tag != ber.SEQUENCE or stop != end:
         raise ber.BerError("no varbind list")

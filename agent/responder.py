@@ -53,6 +53,7 @@ from agent.config import (
     User,
     source_address,
 )
+from agent.fastpath import read_header
 from agent.oids import AGENT_SCALARS, AGENT_SUBTREES, APPLICATION, MTA, SYSTEM, Kind, Oid
 from agent.view import Missing, Raw, Value, View, counter32
 
@@ -320,6 +321,32 @@ class EngineCounters:
 
 # --- the receive path -----------------------------------------------------------------------
 
+UNKNOWN_COMMUNITY = "unknown community"
+REFUSED_SOURCE = "community not allowed from that source"
+
+
+class CommunityScreen:
+    """Decides from a v1/v2c message's first octets alone whether its community may be used at
+    all: pysnmp would drop an unknown community, or one used from a source it is not allowed
+    from, only after decoding every varbind — a few large datagrams a second could keep the
+    agent busy. Messages of a version not served, and anything unusual, are left to pysnmp."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._versions = frozenset(config.community_versions)
+        self._allows = {c.name.encode(): c.allows for c in config.communities}
+
+    def __call__(self, datagram: bytes, address: tuple[Any, ...]) -> str | None:
+        header = read_header(datagram)
+        if header is None or header[0] not in self._versions:
+            return None
+        allows = self._allows.get(header[1])
+        if allows is None:
+            return UNKNOWN_COMMUNITY
+        if not allows(source_address(str(address[0]))):
+            return REFUSED_SOURCE
+        return None
+
+
 #: The fast path: the response to a datagram from an address, or None to let pysnmp have it.
 FastAnswer = Callable[[bytes, tuple[Any, ...]], bytes | None]
 
@@ -355,6 +382,9 @@ class DatagramGuard:
 
     #: The fast path (`agent.fastpath`), or None when it is off.
     fast: FastAnswer | None = None
+    #: Drops v1/v2c messages whose community is unknown or not allowed from their source
+    #: before pysnmp decodes them (`CommunityScreen`).
+    screen: Callable[[bytes, tuple[Any, ...]], str | None] | None = None
 
     def receive(self, transport: Any, datagram: bytes, address: tuple[Any, ...]) -> None:
         if self.fast is not None:
@@ -366,6 +396,14 @@ class DatagramGuard:
                 response = None
             if response is not None:
                 transport.transport.sendto(response, address)
+                return
+        if self.screen is not None:
+            refused = self.screen(datagram, address)
+            if refused is not None:  # dropped and counted as pysnmp would, without decoding
+                self._counters.count("snmpInPkts")
+                self._counters.count("snmpInBadCommunityNames")
+                log_line = self.refused_source if refused == REFUSED_SOURCE else self.bad_community
+                log_line.note(f"from {_format_address(address)}")
                 return
         bad = self._bad_input()
         (communities,) = self._counters.snapshot(("snmpInBadCommunityNames",))
@@ -870,6 +908,7 @@ class SnmpService:
             self.counters = counters = EngineCounters(engine)
             self._guard = DatagramGuard(engine, counters)
             self._guard.fast = self._fast
+            self._guard.screen = CommunityScreen(self._config)
             self._select_versions(engine)
             _accept_negative_bulk_counts(engine)
             self._configure_access(engine)
