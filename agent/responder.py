@@ -527,35 +527,32 @@ class _LenientGetBulkRequestPDU(rfc1905.GetBulkRequestPDU):  # type: ignore[misc
     )
 
 
+def _with_component(base: Any, name: str, component: Any) -> Any:
+    """`base`'s components, with the one called `name` replaced by `component`."""
+    return namedtype.NamedTypes(*(
+        namedtype.NamedType(t.name, component) if t.name == name else t
+        for t in base.componentType.namedTypes))
+
+
 class _LenientPDUs(rfc1905.PDUs):  # type: ignore[misc]
-    componentType = namedtype.NamedTypes(*(
-        namedtype.NamedType(t.name, _LenientGetBulkRequestPDU())
-        if t.name == "get-bulk-request" else t
-        for t in rfc1905.PDUs.componentType.namedTypes))
+    componentType = _with_component(rfc1905.PDUs, "get-bulk-request",
+                                    _LenientGetBulkRequestPDU())
 
 
 class _LenientV2cMessage(rfc1901.Message):  # type: ignore[misc]
-    componentType = namedtype.NamedTypes(*(
-        namedtype.NamedType(t.name, _LenientPDUs()) if t.name == "data" else t
-        for t in rfc1901.Message.componentType.namedTypes))
+    componentType = _with_component(rfc1901.Message, "data", _LenientPDUs())
 
 
 class _LenientScopedPDU(mpmod_v3.ScopedPDU):  # type: ignore[misc]
-    componentType = namedtype.NamedTypes(*(
-        namedtype.NamedType(t.name, _LenientPDUs()) if t.name == "data" else t
-        for t in mpmod_v3.ScopedPDU.componentType.namedTypes))
+    componentType = _with_component(mpmod_v3.ScopedPDU, "data", _LenientPDUs())
 
 
 class _LenientScopedPduData(mpmod_v3.ScopedPduData):  # type: ignore[misc]
-    componentType = namedtype.NamedTypes(*(
-        namedtype.NamedType(t.name, _LenientScopedPDU()) if t.name == "plaintext" else t
-        for t in mpmod_v3.ScopedPduData.componentType.namedTypes))
+    componentType = _with_component(mpmod_v3.ScopedPduData, "plaintext", _LenientScopedPDU())
 
 
 class _LenientV3Message(mpmod_v3.SNMPv3Message):  # type: ignore[misc]
-    componentType = namedtype.NamedTypes(*(
-        namedtype.NamedType(t.name, _LenientScopedPduData()) if t.name == "msgData" else t
-        for t in mpmod_v3.SNMPv3Message.componentType.namedTypes))
+    componentType = _with_component(mpmod_v3.SNMPv3Message, "msgData", _LenientScopedPduData())
 
 
 def _accept_negative_bulk_counts(engine: Any) -> None:
