@@ -314,7 +314,8 @@ class Agent:
         version = source.store.data_version()
         snapshot: Snapshot = source.store.snapshot(at=self._clock())
         view = View.build(snapshot, self._info, live=AGENT_SCALARS)
-        encoded = EncodedView(view, self._live_value) if self.config.fast_path else None
+        encoded = (EncodedView(view, self._live_value, previous=source.encoded)
+                   if self.config.fast_path else None)
         source.data_version = version
         return view, encoded
 

@@ -18,8 +18,9 @@ are encoded at the moment of the request, so they are exact even though the view
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agent import ber
 from agent.oids import Kind, Oid
@@ -58,24 +59,47 @@ class EncodedView:
 
     __slots__ = ("_cells", "_dynamic", "_dynamic_positions", "keys", "view")
 
-    def __init__(self, view: View, live: LiveReader | None = None) -> None:
+    def __init__(self, view: View, live: LiveReader | None = None,
+                 previous: EncodedView | None = None) -> None:
+        """Encode `view`. With `previous` (the view served until now), a cell at the same
+        position with the same name, kind and value reuses its encoding: most cells do not
+        change between two rebuilds, and encoding is most of a rebuild's cost."""
         self.view = view
+        oids, kinds, raw = view.cells()
+        old_oids: Sequence[Oid] = ()
+        old_kinds: Sequence[Kind] = ()
+        old_raw: Sequence[Any] = ()
+        old_keys: list[bytes] = []
+        old_cells: list[bytes] = []
+        if previous is not None:
+            old_oids, old_kinds, old_raw = previous.view.cells()
+            old_keys, old_cells = previous.keys, previous._cells
+        tlv, oid_content = ber.tlv, ber.oid_content
         #: Each cell's name as BER contents octets: minimal encodings sort as the OIDs do, so
         #: requests are looked up by their names' bytes, never decoded.
-        self.keys: list[bytes] = [ber.oid_content(oid) for oid, _ in view.items]
-        tlv = ber.tlv
-        names = [tlv(ber.OBJECT_IDENTIFIER, key) for key in self.keys]
-        self._cells: list[bytes] = [
-            tlv(ber.SEQUENCE, name + encode_value(value.kind, value.value))
-            for name, (_, value) in zip(names, view.items, strict=True)]
+        self.keys: list[bytes] = []
+        self._cells: list[bytes] = []
+        reusable = len(old_oids)
+        for i, oid in enumerate(oids):
+            if i < reusable and old_oids[i] == oid:
+                key = old_keys[i]
+                if old_kinds[i] is kinds[i] and old_raw[i] == raw[i]:
+                    self.keys.append(key)
+                    self._cells.append(old_cells[i])
+                    continue
+            else:
+                key = oid_content(oid)
+            self.keys.append(key)
+            self._cells.append(tlv(ber.SEQUENCE, tlv(ber.OBJECT_IDENTIFIER, key)
+                                   + encode_value(kinds[i], raw[i])))
+        names = _Names(self.keys)
         #: position → the function encoding that cell at a moment.
         self._dynamic: dict[int, Callable[[float], bytes]] = {}
         for i, clock, reference in view.clocked:
-            self._dynamic[i] = _clocked_cell(names[i], view.items[i][1].kind.value, clock,
-                                             reference)
+            self._dynamic[i] = _clocked_cell(names[i], kinds[i].value, clock, reference)
         if live is not None:
             for i, object_name in view.live:
-                self._dynamic[i] = _live_cell(names[i], view.items[i][1].kind, live, object_name)
+                self._dynamic[i] = _live_cell(names[i], kinds[i], live, object_name)
         self._dynamic_positions = sorted(self._dynamic)
 
     def __len__(self) -> int:
@@ -93,6 +117,18 @@ class EncodedView:
         for i in self._dynamic_positions[first:last]:
             out[i - start] = self._dynamic[i](now)
         return out
+
+
+class _Names:
+    """The name TLV of a cell, made only for the few cells that are encoded per request."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self._keys = keys
+
+    def __getitem__(self, i: int) -> bytes:
+        return ber.tlv(ber.OBJECT_IDENTIFIER, self._keys[i])
 
 
 def _clocked_cell(name: bytes, tag: int, clock: Clock,

@@ -445,6 +445,11 @@ class View:
             return cls(out.oids, out.kinds, out.raw, clocked)
         return _with_live(out, clocked, live)
 
+    def cells(self) -> tuple[Sequence[Oid], Sequence[Kind], Sequence[Raw]]:
+        """The parallel lists behind `items` (OIDs, kinds, raw values), for code that walks
+        every cell and wants no `Value` objects made: read them, never change them."""
+        return self._oids, self._kinds, self._raw
+
     def at(self, now: float, live: LiveReader | None = None) -> View:
         """This view as read at `now`: the clocked cells re-evaluated, the live ones read from
         `live` (left as placeholders without it), everything else shared."""

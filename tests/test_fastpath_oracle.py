@@ -28,7 +28,7 @@ from pysnmp.proto.api.verdec import decode_message_version
 
 from agent import ber
 from agent.daemon import Agent, AgentConfig
-from agent.fastpath import GET, GETBULK, GETNEXT
+from agent.fastpath import GET, GETBULK, GETNEXT, EncodedView
 from agent.oids import AGENT_SCALARS, AGENT_SUBTREES, Oid
 from agent.responder import Endpoint
 from agent.view import AgentInfo, View
@@ -224,3 +224,26 @@ def test_strange_oids_are_left_to_pysnmp(content: bytes) -> None:
 ])
 def test_integer_encoding_is_minimal_twos_complement(value: int, encoded: str) -> None:
     assert ber.integer(ber.INTEGER, value).hex() == encoded
+
+
+def test_a_rebuild_reusing_the_previous_encoding_equals_a_fresh_one(tmp_path: Path) -> None:
+    """EncodedView(new, previous=old) must hold exactly the cells EncodedView(new) holds, when
+    values changed, a channel was added (positions shift) and a queue emptied."""
+    db = tmp_path / "reuse.db"
+    fill(db)
+    info = AgentInfo(started_at=FROZEN - 10, sys_descr="d", sys_object_id=(1, 3),
+                     sys_contact="c", sys_name="n", sys_location="l")
+    with Store(db) as store:
+        old = EncodedView(View.build(store.snapshot(at=FROZEN), info))
+        store.receive("ch00-", "late", octets=77_777, recipients=9, at=FROZEN)
+        store.add_channel("zz-new", direction=Direction.BOTH)
+        store.add_channel("aa-new", direction=Direction.IN)
+        store.transmit("ch01-x", "t1", octets=5, recipients=1, at=FROZEN)
+        new_view = View.build(store.snapshot(at=FROZEN + 5), info)
+    reused = EncodedView(new_view, previous=old)
+    fresh = EncodedView(new_view)
+    assert reused.keys == fresh.keys
+    assert [reused.cell(i, FROZEN + 5) for i in range(len(fresh))] == [
+        fresh.cell(i, FROZEN + 5) for i in range(len(fresh))]
+    changed = sum(a != b for a, b in zip(old._cells, fresh._cells, strict=False))
+    assert changed > 0  # the new view really differs from the old one
