@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.request import pathname2url
 
 from counters import schema
@@ -272,22 +272,25 @@ def _text(value: object, what: str) -> str:
     return _NOT_PRINTABLE.sub("?", value[:255])
 
 
+_Choice = TypeVar("_Choice", Direction, RemoteKind)
+
+
+def _choice(kind: type[_Choice], value: object, what: str) -> _Choice:
+    """`value` as a member of the string enum `kind`, or BadEvent listing the choices."""
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise BadEvent(f"invalid {what} {value!r}: one of {', '.join(m.value for m in kind)}")
+
+
 def _direction(value: object) -> Direction:
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return Direction(value)
-    except ValueError:
-        raise BadEvent(f"invalid direction {value!r}: one of in, out, both") from None
+    return _choice(Direction, value, "direction")
 
 
 def _remote_kind(value: object) -> RemoteKind:
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return RemoteKind(value)
-    except ValueError:
-        raise BadEvent(f"invalid remote kind {value!r}: one of peer, ua") from None
+    return _choice(RemoteKind, value, "remote kind")
 
 
 def _protocol(value: object) -> str:
