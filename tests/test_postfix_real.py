@@ -118,6 +118,12 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 mta = snapshot(db).mta if db.exists() else None
                 if mta is None or (mta.stored_messages, mta.transmitted_messages) != (2, 6):
                     return None
+                # A hand-off between channels leaves the MTA totals as they were: wait until
+                # the follower has applied the whole log, not just the lines that move them.
+                with Store(db, read_only=True) as store:
+                    position = store.log_position(SOURCE)
+                if position is None or position.offset != lab.log_path.stat().st_size:
+                    return None
                 return queue
 
             queue = wait_for(settled, timeout=30)
